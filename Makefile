@@ -1,0 +1,29 @@
+# pg_atrest: built with PGXS.
+
+EXTENSION = pg_atrest
+MODULE_big = pg_atrest
+OBJS = \
+	src/pg_atrest.o \
+	src/secure_mem.o \
+	src/envelope.o \
+	src/keyring.o \
+	src/types.o \
+	src/provider.o \
+	src/provider_service.o \
+	src/provider_pkcs11.o \
+	src/provider_command.o
+
+DATA = sql/pg_atrest--1.0.sql
+
+REGRESS = $(patsubst sql/%.sql,%,$(filter-out sql/pg_atrest--%,$(sort $(wildcard sql/*.sql))))
+REGRESS_OPTS = --inputdir=. --outputdir=. --load-extension=pg_atrest
+
+PG_CPPFLAGS = -I/usr/include/p11-kit-1 -Wall -Wextra -Werror \
+	-Wno-unused-parameter -Wno-sign-compare -Wno-missing-field-initializers
+SHLIB_LINK = -lcrypto -llz4
+
+EXTRA_CLEAN = results regression.diffs regression.out tmp_check log
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)

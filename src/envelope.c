@@ -1,0 +1,357 @@
+/*
+ * envelope.c
+ *		Sealing and opening values, and wrapping keys, with AES-256-GCM.
+ *
+ * The hot path (EnvelopeSeal, EnvelopeOpen) takes an unwrapped data key from
+ * the key cache, whose cipher contexts already hold the key schedule: per
+ * value it only sets a fresh nonce, so there is no key unwrap, no catalog
+ * lookup and no context allocation per value.  Payloads are compressed with
+ * LZ4 before encryption when that saves space, since TOAST cannot compress
+ * ciphertext.  Failures to open report SQLSTATE XX001 naming the type and
+ * never print bytes.
+ */
+#include "postgres.h"
+
+#include <lz4.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include "utils/memutils.h"
+
+#include "keyring.h"
+#include "envelope.h"
+#include "secure_mem.h"
+
+/* Compress payloads at least this long, and keep the result only if it saves an eighth. */
+#define COMPRESS_MIN_LEN	128
+
+const char *
+AtrestKindTypeName(AtrestKind kind)
+{
+	switch (kind)
+	{
+		case ATREST_KIND_JSONB:
+			return "encrypted_jsonb";
+		case ATREST_KIND_BYTEA:
+			return "encrypted_bytea";
+		case ATREST_KIND_TEXT:
+			return "encrypted_text";
+	}
+	return "encrypted value";
+}
+
+static void
+WriteHeader(unsigned char *p, AtrestKind kind, uint8 flags, int32 class_id, uint32 version)
+{
+	p[0] = ENVELOPE_FORMAT;
+	p[1] = (uint8) ((kind << 4) | (flags & 0x0f));
+	p[2] = (uint8) (class_id >> 8);
+	p[3] = (uint8) class_id;
+	p[4] = (uint8) (version >> 24);
+	p[5] = (uint8) (version >> 16);
+	p[6] = (uint8) (version >> 8);
+	p[7] = (uint8) version;
+}
+
+static void
+CorruptValue(AtrestKind kind, const char *detail)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_DATA_CORRUPTED),
+			 errmsg("%s value is corrupted", AtrestKindTypeName(kind)),
+			 errdetail("%s", detail)));
+}
+
+static void
+CryptoFailure(const char *what)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INTERNAL_ERROR),
+			 errmsg("AES-256-GCM %s failed", what)));
+}
+
+/*
+ * Parse and check the header of a (detoasted) sealed value.
+ */
+static void
+ParseHeader(AtrestKind kind, const unsigned char *p, Size len, EnvelopeHeader *hdr)
+{
+	if (len < ENVELOPE_OVERHEAD)
+		CorruptValue(kind, "The value is truncated.");
+	hdr->format = p[0];
+	hdr->kind = (AtrestKind) (p[1] >> 4);
+	hdr->flags = p[1] & 0x0f;
+	hdr->class_id = ((int32) p[2] << 8) | p[3];
+	hdr->key_version = ((uint32) p[4] << 24) | ((uint32) p[5] << 16) |
+		((uint32) p[6] << 8) | (uint32) p[7];
+	if (hdr->format != ENVELOPE_FORMAT)
+		CorruptValue(kind, "The value has an unknown format version.");
+	if (hdr->kind != kind)
+		CorruptValue(kind, "The value was sealed for another type.");
+	if ((hdr->flags & ~ENVELOPE_FLAG_LZ4) != 0)
+		CorruptValue(kind, "The value has unknown flags.");
+}
+
+/* Read only the header: fetches just the first bytes of a TOASTed value. */
+void
+EnvelopeReadHeader(AtrestKind kind, struct varlena *sealed, EnvelopeHeader *hdr)
+{
+	struct varlena *v = pg_detoast_datum_slice(sealed, 0, ENVELOPE_OVERHEAD);
+
+	ParseHeader(kind, (unsigned char *) VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v), hdr);
+}
+
+static DataKey *
+FindKeyOrFail(AtrestKind kind, const EnvelopeHeader *hdr)
+{
+	DataKey    *dk = KeyringFindDataKey(hdr->class_id, hdr->key_version);
+
+	if (dk == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("%s value is corrupted", AtrestKindTypeName(kind)),
+				 errdetail("It names data key version %u of key class %d, which does not exist.",
+						   hdr->key_version, hdr->class_id)));
+	return dk;
+}
+
+/*
+ * Encrypt "len" payload bytes into a new sealed varlena under "dk".
+ */
+static bytea *
+SealPayload(AtrestKind kind, DataKey *dk, uint8 flags, const char *payload, Size len)
+{
+	Size		total = VARHDRSZ + ENVELOPE_OVERHEAD + len;
+	bytea	   *out;
+	unsigned char *p;
+	unsigned char *ct;
+	int			outl;
+
+	if (total > MaxAllocSize)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("%s value is too large", AtrestKindTypeName(kind))));
+
+	out = (bytea *) palloc(total);
+	SET_VARSIZE(out, total);
+	p = (unsigned char *) VARDATA(out);
+	WriteHeader(p, kind, flags, dk->class_id, dk->version);
+	if (RAND_bytes(p + ENVELOPE_HEADER_LEN, ENVELOPE_NONCE_LEN) != 1)
+		CryptoFailure("nonce generation");
+	ct = p + ENVELOPE_HEADER_LEN + ENVELOPE_NONCE_LEN;
+
+	if (EVP_EncryptInit_ex(dk->enc, NULL, NULL, NULL, p + ENVELOPE_HEADER_LEN) != 1 ||
+		EVP_EncryptUpdate(dk->enc, NULL, &outl, p, ENVELOPE_HEADER_LEN) != 1)
+		CryptoFailure("encryption");
+	if (len > 0 && EVP_EncryptUpdate(dk->enc, ct, &outl, (const unsigned char *) payload, (int) len) != 1)
+		CryptoFailure("encryption");
+	if (EVP_EncryptFinal_ex(dk->enc, ct + len, &outl) != 1 ||
+		EVP_CIPHER_CTX_ctrl(dk->enc, EVP_CTRL_GCM_GET_TAG, ENVELOPE_TAG_LEN, ct + len) != 1)
+		CryptoFailure("encryption");
+	return out;
+}
+
+/*
+ * Decrypt a sealed value's payload into palloc'd memory, leaving "reserve"
+ * bytes free in front of it (so the caller can build a varlena in place).
+ * Returns the buffer; *len is the payload length.
+ */
+static char *
+OpenPayload(AtrestKind kind, const unsigned char *p, Size sealed_len,
+			const EnvelopeHeader *hdr, Size reserve, Size *len)
+{
+	DataKey    *dk = FindKeyOrFail(kind, hdr);
+	Size		ctlen = sealed_len - ENVELOPE_OVERHEAD;
+	const unsigned char *nonce = p + ENVELOPE_HEADER_LEN;
+	const unsigned char *ct = nonce + ENVELOPE_NONCE_LEN;
+	char	   *buf = palloc(reserve + ctlen + 1);
+	int			outl;
+
+	if (EVP_DecryptInit_ex(dk->dec, NULL, NULL, NULL, nonce) != 1 ||
+		EVP_DecryptUpdate(dk->dec, NULL, &outl, p, ENVELOPE_HEADER_LEN) != 1)
+		CryptoFailure("decryption");
+	if (ctlen > 0 &&
+		EVP_DecryptUpdate(dk->dec, (unsigned char *) buf + reserve, &outl, ct, (int) ctlen) != 1)
+		CryptoFailure("decryption");
+	if (EVP_CIPHER_CTX_ctrl(dk->dec, EVP_CTRL_GCM_SET_TAG, ENVELOPE_TAG_LEN,
+							(void *) (ct + ctlen)) != 1)
+		CryptoFailure("decryption");
+	if (EVP_DecryptFinal_ex(dk->dec, (unsigned char *) buf + reserve + ctlen, &outl) != 1)
+	{
+		pfree(buf);
+		CorruptValue(kind, "Its authentication tag does not match: the value was altered or sealed under another key.");
+	}
+	*len = ctlen;
+	return buf;
+}
+
+/*
+ * Seal a plain value's bytes under the active data key of "class_id".
+ * Returns the varlena to store.
+ */
+bytea *
+EnvelopeSeal(AtrestKind kind, int32 class_id, const char *plain, Size len)
+{
+	DataKey    *dk = KeyringActiveDataKey(class_id);
+
+	if (len >= COMPRESS_MIN_LEN && len <= (Size) LZ4_MAX_INPUT_SIZE)
+	{
+		int			bound = LZ4_compressBound((int) len);
+		char	   *cbuf = palloc(bound + 4);
+		int			clen;
+
+		clen = LZ4_compress_default(plain, cbuf + 4, (int) len, bound);
+		if (clen > 0 && (Size) clen + 4 < len - len / 8)
+		{
+			bytea	   *out;
+
+			cbuf[0] = (char) (len >> 24);
+			cbuf[1] = (char) (len >> 16);
+			cbuf[2] = (char) (len >> 8);
+			cbuf[3] = (char) len;
+			out = SealPayload(kind, dk, ENVELOPE_FLAG_LZ4, cbuf, clen + 4);
+			pfree(cbuf);
+			return out;
+		}
+		pfree(cbuf);
+	}
+	return SealPayload(kind, dk, 0, plain, len);
+}
+
+/*
+ * Open a sealed value: returns the plain type's varlena (jsonb, bytea or
+ * text), in palloc'd memory.
+ */
+struct varlena *
+EnvelopeOpen(AtrestKind kind, struct varlena *sealed)
+{
+	struct varlena *v = pg_detoast_datum_packed(sealed);
+	const unsigned char *p = (unsigned char *) VARDATA_ANY(v);
+	Size		sealed_len = VARSIZE_ANY_EXHDR(v);
+	EnvelopeHeader hdr;
+	char	   *buf;
+	Size		len;
+
+	ParseHeader(kind, p, sealed_len, &hdr);
+
+	if ((hdr.flags & ENVELOPE_FLAG_LZ4) == 0)
+	{
+		buf = OpenPayload(kind, p, sealed_len, &hdr, VARHDRSZ, &len);
+		SET_VARSIZE(buf, VARHDRSZ + len);
+		return (struct varlena *) buf;
+	}
+	else
+	{
+		char	   *cbuf = OpenPayload(kind, p, sealed_len, &hdr, 0, &len);
+		uint32		rawlen;
+		struct varlena *out;
+
+		if (len < 4)
+			CorruptValue(kind, "Its compressed payload is truncated.");
+		rawlen = ((uint32) (unsigned char) cbuf[0] << 24) |
+			((uint32) (unsigned char) cbuf[1] << 16) |
+			((uint32) (unsigned char) cbuf[2] << 8) |
+			(uint32) (unsigned char) cbuf[3];
+		if (rawlen > MaxAllocSize - VARHDRSZ || rawlen > (uint32) LZ4_MAX_INPUT_SIZE)
+			CorruptValue(kind, "Its compressed payload has an impossible length.");
+		out = (struct varlena *) palloc(VARHDRSZ + rawlen);
+		if (LZ4_decompress_safe(cbuf + 4, VARDATA(out), (int) (len - 4), (int) rawlen) != (int) rawlen)
+			CorruptValue(kind, "Its compressed payload does not decompress.");
+		SET_VARSIZE(out, VARHDRSZ + rawlen);
+		pfree(cbuf);
+		return out;
+	}
+}
+
+/*
+ * Move a sealed value to the active data key of "class_id" unless it is
+ * there already.  The payload stays compressed as it was: only the AEAD is
+ * redone.  *changed says whether a new value was made.
+ */
+struct varlena *
+EnvelopeReseal(AtrestKind kind, struct varlena *sealed, int32 class_id, bool *changed)
+{
+	EnvelopeHeader hdr;
+	DataKey    *active;
+	struct varlena *v;
+	char	   *payload;
+	Size		len;
+	bytea	   *out;
+
+	EnvelopeReadHeader(kind, sealed, &hdr);
+	active = KeyringActiveDataKey(class_id);
+	if (hdr.class_id == class_id && hdr.key_version == active->version)
+	{
+		*changed = false;
+		return sealed;
+	}
+
+	v = pg_detoast_datum_packed(sealed);
+	payload = OpenPayload(kind, (unsigned char *) VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v),
+						  &hdr, 0, &len);
+	/* opening may have reloaded the key cache: look the active key up again */
+	active = KeyringActiveDataKey(class_id);
+	out = SealPayload(kind, active, hdr.flags, payload, len);
+	pfree(payload);
+	*changed = true;
+	return (struct varlena *) out;
+}
+
+/*
+ * Wrap a 32-byte key under a key-encryption key, binding "aad".  Not a hot
+ * path: uses a context of its own.  The result is ciphertext (palloc'd).
+ */
+bytea *
+WrapKey(const unsigned char *kek, const unsigned char *key,
+		const unsigned char *aad, size_t aadlen)
+{
+	bytea	   *out = (bytea *) palloc(VARHDRSZ + WRAPPED_KEY_LEN);
+	unsigned char *p = (unsigned char *) VARDATA(out);
+	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+	int			outl;
+	bool		ok;
+
+	SET_VARSIZE(out, VARHDRSZ + WRAPPED_KEY_LEN);
+	p[0] = 1;
+	ok = ctx != NULL &&
+		RAND_bytes(p + 1, ENVELOPE_NONCE_LEN) == 1 &&
+		EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, kek, p + 1) == 1 &&
+		EVP_EncryptUpdate(ctx, NULL, &outl, aad, (int) aadlen) == 1 &&
+		EVP_EncryptUpdate(ctx, p + 1 + ENVELOPE_NONCE_LEN, &outl, key, ATREST_KEY_LEN) == 1 &&
+		EVP_EncryptFinal_ex(ctx, p + 1 + ENVELOPE_NONCE_LEN + ATREST_KEY_LEN, &outl) == 1 &&
+		EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, ENVELOPE_TAG_LEN,
+							p + 1 + ENVELOPE_NONCE_LEN + ATREST_KEY_LEN) == 1;
+	EVP_CIPHER_CTX_free(ctx);
+	if (!ok)
+		CryptoFailure("key wrapping");
+	return out;
+}
+
+/*
+ * Unwrap into "key" (a secure slot).  Returns false, leaving "key" zeroed,
+ * if the wrapped key is malformed or does not authenticate.
+ */
+bool
+UnwrapKey(const unsigned char *kek, const bytea *wrapped,
+		  const unsigned char *aad, size_t aadlen, unsigned char *key)
+{
+	const unsigned char *p = (const unsigned char *) VARDATA_ANY(wrapped);
+	EVP_CIPHER_CTX *ctx;
+	int			outl;
+	bool		ok;
+
+	if (VARSIZE_ANY_EXHDR(wrapped) != WRAPPED_KEY_LEN || p[0] != 1)
+		return false;
+	ctx = EVP_CIPHER_CTX_new();
+	ok = ctx != NULL &&
+		EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, kek, p + 1) == 1 &&
+		EVP_DecryptUpdate(ctx, NULL, &outl, aad, (int) aadlen) == 1 &&
+		EVP_DecryptUpdate(ctx, key, &outl, p + 1 + ENVELOPE_NONCE_LEN, ATREST_KEY_LEN) == 1 &&
+		EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, ENVELOPE_TAG_LEN,
+							(void *) (p + 1 + ENVELOPE_NONCE_LEN + ATREST_KEY_LEN)) == 1 &&
+		EVP_DecryptFinal_ex(ctx, key + ATREST_KEY_LEN, &outl) == 1;
+	EVP_CIPHER_CTX_free(ctx);
+	if (!ok)
+		explicit_bzero(key, ATREST_KEY_LEN);
+	return ok;
+}

@@ -1,0 +1,33 @@
+/*
+ * pg_atrest.h
+ *		Declarations shared by every part of pg_atrest: settings, SQLSTATEs and
+ *		the identities of the key tables.
+ *
+ * The extension lives in the fixed schema "atrest" (the control file makes it
+ * non-relocatable), so C code may name its tables by schema and name.
+ */
+#ifndef PG_ATREST_H
+#define PG_ATREST_H
+
+#include "utils/elog.h"
+
+#define ATREST_SCHEMA			"atrest"
+
+/*
+ * SQLSTATEs of our own, in class "AT".  AT001: the root of the key hierarchy
+ * (service key or customer-managed key) cannot be used right now.  AT404: an
+ * analyze result or model does not exist (or no longer exists).
+ */
+#define ERRCODE_ATREST_KEY_UNAVAILABLE	MAKE_SQLSTATE('A','T','0','0','1')
+#define ERRCODE_ATREST_NOT_FOUND		MAKE_SQLSTATE('A','T','4','0','4')
+
+/* settings (pg_atrest.c) */
+extern char *atrest_service_key_command;
+extern char *atrest_service_key_file;
+extern int	atrest_key_cache_ttl;
+
+/* subsystem initialisation, called from _PG_init */
+extern void KeyringInit(void);
+extern void ServiceKeyInit(void);
+
+#endif							/* PG_ATREST_H */
