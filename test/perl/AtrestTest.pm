@@ -1,0 +1,331 @@
+
+# Copyright: pg_atrest authors; same license as pg_atrest.
+
+=pod
+
+=head1 NAME
+
+AtrestTest - helpers shared by pg_atrest's TAP tests
+
+=head1 SYNOPSIS
+
+  use PostgreSQL::Test::Cluster;
+  use PostgreSQL::Test::Utils;
+  use Test::More;
+  use AtrestTest;
+
+  # initdb, preload pg_cron and pg_atrest, start, CREATE EXTENSION pg_atrest
+  my $node = atrest_node('main');
+
+  # extra settings, no pg_cron, stay stopped
+  my $n2 = atrest_node('replica', cron => 0, start => 0,
+                       conf => "atrest.some_setting = on\n");
+
+  # the raw bytes of a table's heap and TOAST files, after a CHECKPOINT
+  my $bytes = relation_bytes($node, 'doc_results');
+  unlike($bytes, qr/\Q$marker\E/, 'no plaintext on disk');
+
+  # an HSM token, when test/fixtures/softhsm-setup exists
+  plan skip_all => 'no SoftHSM2 token' unless softhsm();
+
+=head1 DESCRIPTION
+
+test/sandbox runs these tests as the postgres OS user with the pgxs perl directory and
+test/perl on @INC, PATH starting with PostgreSQL's bin directory, and TESTDIR, PG_REGRESS,
+PG_CONFIG and ATREST_SRCDIR set.  When it has set up a SoftHSM2 token, SOFTHSM2_CONF (and
+whatever else test/fixtures/softhsm-setup exported) is in the environment, which the nodes'
+postmasters inherit, and ATREST_PKCS11_CONF names a file of atrest.pkcs11_* settings.
+
+=cut
+
+package AtrestTest;
+
+use strict;
+use warnings;
+
+use Exporter 'import';
+use File::Basename qw(dirname);
+use File::Spec;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+our @EXPORT = qw(
+  atrest_node
+  softhsm
+  pkcs11_conf
+  relation_files
+  relation_bytes
+  files_contain
+  wal_contains
+  srcdir
+);
+
+=pod
+
+=head1 FUNCTIONS
+
+=over
+
+=item srcdir()
+
+The top of the pg_atrest source tree being tested (for fixtures such as
+test/fixtures/...): $ENV{ATREST_SRCDIR} when set, else two levels above this module.
+
+=cut
+
+sub srcdir
+{
+	return $ENV{ATREST_SRCDIR} if $ENV{ATREST_SRCDIR};
+	return File::Spec->rel2abs(dirname(__FILE__) . '/../..');
+}
+
+my $softhsm_done;
+
+=pod
+
+=item softhsm()
+
+Makes sure a SoftHSM2 token is configured for this test and returns true if one is:
+uses the one test/sandbox set up (SOFTHSM2_CONF in the environment), or else runs
+test/fixtures/softhsm-setup into a temporary directory of this test and exports what
+it prints.  Returns false when there is no fixture.  Call it before starting the nodes
+that need the token: postmasters inherit the environment at start.
+
+=cut
+
+sub softhsm
+{
+	return $softhsm_done if defined $softhsm_done;
+
+	if ($ENV{SOFTHSM2_CONF})
+	{
+		$softhsm_done = 1;
+		return $softhsm_done;
+	}
+
+	my $setup = srcdir() . '/test/fixtures/softhsm-setup';
+	if (!-f $setup)
+	{
+		$softhsm_done = 0;
+		return $softhsm_done;
+	}
+
+	my $dir = PostgreSQL::Test::Utils::tempdir('softhsm');
+	my ($stdout, $stderr) = run_command([ 'bash', $setup, $dir ]);
+	my $conf = '';
+	foreach my $line (split /\n/, $stdout)
+	{
+		if ($line =~ /^\s*(?:export\s+)?([A-Z_][A-Z0-9_]*)=(.*)$/)
+		{
+			my ($name, $value) = ($1, $2);
+			$value =~ s/^"(.*)"$/$1/ or $value =~ s/^'(.*)'$/$1/;
+			$ENV{$name} = $value;
+		}
+		elsif ($line =~ /^\s*atrest\./)
+		{
+			$conf .= "$line\n";
+		}
+	}
+	die "test/fixtures/softhsm-setup exported no SOFTHSM2_CONF:\n$stdout"
+	  unless $ENV{SOFTHSM2_CONF};
+
+	my $conffile = "$dir/pkcs11.conf";
+	PostgreSQL::Test::Utils::append_to_file($conffile, $conf);
+	$ENV{ATREST_PKCS11_CONF} = $conffile;
+	$softhsm_done = 1;
+	return $softhsm_done;
+}
+
+=pod
+
+=item pkcs11_conf()
+
+The atrest.pkcs11_* settings for the SoftHSM2 token (lines for postgresql.conf), or
+the empty string when there is none.
+
+=cut
+
+sub pkcs11_conf
+{
+	my $file = $ENV{ATREST_PKCS11_CONF};
+	return '' unless $file && -f $file;
+	return PostgreSQL::Test::Utils::slurp_file($file);
+}
+
+=pod
+
+=item atrest_node(name, %options)
+
+Creates a PostgreSQL::Test::Cluster node set up for pg_atrest and returns it.
+Options:
+
+=over
+
+=item cron => 1
+
+Preload pg_cron too (shared_preload_libraries = 'pg_cron,pg_atrest', with
+cron.database_name = 'postgres' and background workers), as test/sandbox does.  With 0,
+only pg_atrest is preloaded.
+
+=item pkcs11 => 1
+
+Append the SoftHSM2 token's atrest.pkcs11_* settings when there is a token (see
+softhsm()).
+
+=item conf => '...'
+
+More lines for postgresql.conf, appended last.
+
+=item init => { ... }
+
+Options passed to $node->init (e.g. allows_streaming => 1).
+
+=item start => 1, create_extension => 1
+
+Start the node, then CREATE EXTENSION pg_atrest in the database "postgres".
+
+=back
+
+=cut
+
+sub atrest_node
+{
+	my ($name, %opts) = @_;
+	my $cron = $opts{cron} // 1;
+	my $pkcs11 = $opts{pkcs11} // 1;
+	my $start = $opts{start} // 1;
+	my $create = $opts{create_extension} // 1;
+
+	softhsm() if $pkcs11;
+
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init(%{ $opts{init} // {} });
+
+	my $conf = $cron
+	  ? "shared_preload_libraries = 'pg_cron,pg_atrest'\n"
+	  . "cron.database_name = 'postgres'\n"
+	  . "cron.use_background_workers = on\n"
+	  . "max_worker_processes = 32\n"
+	  : "shared_preload_libraries = 'pg_atrest'\n";
+	$conf .= pkcs11_conf() if $pkcs11;
+	$conf .= $opts{conf} if defined $opts{conf};
+	$node->append_conf('postgresql.conf', $conf);
+
+	if ($start)
+	{
+		$node->start;
+		$node->safe_psql('postgres', 'CREATE EXTENSION pg_atrest') if $create;
+	}
+	return $node;
+}
+
+=pod
+
+=item relation_files(node, relation [, dbname])
+
+Runs CHECKPOINT, so every changed page is in the files, and returns the absolute paths
+of all segments of the relation's main fork and of its TOAST table's main fork.
+
+=cut
+
+sub relation_files
+{
+	my ($node, $rel, $dbname) = @_;
+	$dbname //= 'postgres';
+	$node->safe_psql($dbname, 'CHECKPOINT');
+	my $quoted = $rel;
+	$quoted =~ s/'/''/g;
+	my $paths = $node->safe_psql(
+		$dbname, qq{
+		SELECT pg_relation_filepath(c.oid)
+		FROM pg_class c WHERE c.oid = '$quoted'::regclass
+		UNION ALL
+		SELECT pg_relation_filepath(c.reltoastrelid)
+		FROM pg_class c WHERE c.oid = '$quoted'::regclass AND c.reltoastrelid <> 0});
+	my @files;
+	foreach my $path (split /\n/, $paths)
+	{
+		my $base = $node->data_dir . '/' . $path;
+		push @files, $base if -f $base;
+		for (my $seg = 1; -f "$base.$seg"; $seg++)
+		{
+			push @files, "$base.$seg";
+		}
+	}
+	die "no files for relation $rel" unless @files;
+	return @files;
+}
+
+=pod
+
+=item relation_bytes(node, relation [, dbname])
+
+The raw bytes of the relation's heap and TOAST files (see relation_files()),
+concatenated.
+
+=cut
+
+sub relation_bytes
+{
+	my @files = relation_files(@_);
+	my $bytes = '';
+	foreach my $f (@files)
+	{
+		open my $fh, '<:raw', $f or die "could not open $f: $!";
+		local $/;
+		$bytes .= <$fh> // '';
+		close $fh;
+	}
+	return $bytes;
+}
+
+=pod
+
+=item files_contain(needle, file, ...)
+
+How many times the byte string needle occurs in the given files.
+
+=cut
+
+sub files_contain
+{
+	my ($needle, @files) = @_;
+	my $count = 0;
+	foreach my $f (@files)
+	{
+		open my $fh, '<:raw', $f or die "could not open $f: $!";
+		local $/;
+		my $data = <$fh> // '';
+		close $fh;
+		$count++ while $data =~ /\Q$needle\E/g;
+	}
+	return $count;
+}
+
+=pod
+
+=item wal_contains(node, needle)
+
+How many times needle occurs in the node's WAL files (pg_wal), after a CHECKPOINT.
+
+=cut
+
+sub wal_contains
+{
+	my ($node, $needle) = @_;
+	$node->safe_psql('postgres', 'CHECKPOINT');
+	my $dir = $node->data_dir . '/pg_wal';
+	opendir my $dh, $dir or die "could not open $dir: $!";
+	my @files = map { "$dir/$_" } grep { /^[0-9A-F]{24}$/ } readdir $dh;
+	closedir $dh;
+	return files_contain($needle, @files);
+}
+
+=pod
+
+=back
+
+=cut
+
+1;
