@@ -157,7 +157,8 @@ CREATE TYPE atrest.encrypted_text (
     TYPMOD_IN = atrest.encrypted_typmod_in,
     TYPMOD_OUT = atrest.encrypted_typmod_out,
     INTERNALLENGTH = VARIABLE,
-    STORAGE = external
+    STORAGE = external,
+    CATEGORY = 'S'      -- string category: note || 'x' resolves to text operators
 );
 
 ------------------------------------------------------------------------------

@@ -862,6 +862,19 @@ atrest_bootstrap(PG_FUNCTION_ARGS)
 	PG_RETURN_UUID_P(id);
 }
 
+static bool
+ValidClassName(const char *name)
+{
+	size_t		len = strlen(name);
+
+	if (len == 0 || len >= NAMEDATALEN || (name[0] >= '0' && name[0] <= '9'))
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= '0' && name[i] <= '9') || name[i] == '_'))
+			return false;
+	return true;
+}
+
 /*
  * atrest.create_key_class(name text) RETURNS integer: a new key class with
  * its first data key.
@@ -876,6 +889,11 @@ atrest_create_key_class(PG_FUNCTION_ARGS)
 	Oid			types[1] = {TEXTOID};
 	Datum		values[1];
 
+	if (!ValidClassName(name))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_NAME),
+				 errmsg("invalid key class name \"%s\"", name),
+				 errdetail("A key class name has 1 to 63 characters: lower-case letters, digits and underscores, not starting with a digit.")));
 	SPI_connect();
 	LockKeyTables();
 	KeyCacheEnsure();
