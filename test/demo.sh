@@ -49,13 +49,14 @@ say() {
 # the result.  Several statements and psql meta-commands (\x) are fine; the first error
 # stops the demo.
 sql() {
-	local q=$1 first=1 line
+	local q=$1 prompt='=' line
 	while IFS= read -r line; do
-		if [ $first = 1 ]; then
-			printf '%spostgres=# %s%s\n' "$D_SQL" "$line" "$D_OFF"
-			first=0
+		printf '%spostgres%s# %s%s\n' "$D_SQL" "$prompt" "$line" "$D_OFF"
+		# the next line starts a new statement after a ';' or a meta-command
+		if [[ $line =~ \;[[:space:]]*$ || $line =~ ^[[:space:]]*\\ ]]; then
+			prompt='='
 		else
-			printf '%spostgres-# %s%s\n' "$D_SQL" "$line" "$D_OFF"
+			prompt='-'
 		fi
 	done <<<"$q"
 	psql -X -v ON_ERROR_STOP=1 -P pager=off -f - <<<"$q"
@@ -107,7 +108,7 @@ grep_relation() {
 	mapfile -t files < <(relation_files "$rel")
 	[ ${#files[@]} -gt 0 ] || fail "no files found for $rel"
 	for f in "${files[@]}"; do
-		shell "grep -c -a -F '$marker' \$PGDATA/${f#"$ATREST_PGDATA"/}    # a file of $(stat -c %s "$f") bytes"
+		shell "grep -a -o -F '$marker' \$PGDATA/${f#"$ATREST_PGDATA"/} | wc -l    # a file of $(stat -c %s "$f") bytes"
 	done
 	n=$(count_in_files "$marker" "${files[@]}")
 	if [ "$expect" = absent ]; then
@@ -122,8 +123,9 @@ grep_relation() {
 # dump_tuple_area REL: the last bytes of REL's first heap page, where PostgreSQL puts the
 # first tuples it inserts.
 dump_tuple_area() {
-	local f
-	f=$(relation_files "$1" | head -n 1)
+	local files f
+	mapfile -t files < <(relation_files "$1")
+	f=${files[0]}
 	shell "dd if=\$PGDATA/${f#"$ATREST_PGDATA"/} bs=8192 count=1 status=none | tail -c 160 | od -A d -t c -w16 -v"
 }
 
@@ -214,7 +216,7 @@ chapter_read_back() {
 	sql "SELECT id, result -> 'pages' -> 0 -> 'pageNumber' AS page,
        result #>> '{documents,0,fields,InvoiceTotal,content}' AS total
 FROM doc_results;"
-	sql "SELECT result -> 'pages' FROM doc_results;"
+	sql "SELECT result -> 'pages' AS pages FROM doc_results;"
 	sql "SELECT name, definition ->> 'baseModel' AS base_model, length(artifact::bytea) AS artifact_bytes
 FROM models;"
 	say "atrest.envelope() shows how a value is stored, without decrypting it: its key class," \
@@ -236,6 +238,14 @@ ORDER BY d.id;"
 	versions=$(sql_value "SELECT count(DISTINCT e.key_version) FROM doc_results d, atrest.envelope(d.result) e")
 	[ "$versions" = 2 ] || fail "expected rows under two key versions after rotation, found $versions"
 	ok "both rows read back; they are encrypted under different key versions"
+	say "The write-ahead log, which also goes into backups and to replicas, holds the same" \
+		"ciphertext.  The receipt number 'R-88120' was only ever written to the encrypted table:"
+	sql "CHECKPOINT;"
+	shell "grep -a -o -F 'R-88120' \$PGDATA/pg_wal/0000* | wc -l"
+	local n
+	n=$(count_in_files 'R-88120' "$ATREST_PGDATA"/pg_wal/0000*)
+	[ "$n" -eq 0 ] || fail "'R-88120' found $n time(s) in the WAL"
+	ok "'R-88120' does not occur in the WAL"
 	say "atrest.reencrypt rewrites a column's values under the current key version (for example" \
 		"before retiring an old version) and returns how many rows it rewrote:"
 	sql "SELECT atrest.reencrypt('doc_results', 'result') AS rows_rewritten;"
@@ -247,33 +257,42 @@ ORDER BY d.id;"
 
 chapter_key_status() {
 	chapter "Key status"
-	say "atrest.key_status lists each key class with its current version and state:"
+	say "atrest.key_status is the one place to look at the key hierarchy of this database:" \
+		"what protects it (the root key and its provider), the database key, the active" \
+		"data-key version of each key class, and how this session's key cache is doing."
 	sql "\\x on
 SELECT * FROM atrest.key_status;"
 }
 
 # ---------------------------------------------------------------------------------------
 
+# demo_chapters [NAME...]: the chapter functions to run, one a line: all of them, or setup
+# followed by the named ones.
+demo_chapters() {
+	local c
+	if [ $# -eq 0 ]; then
+		printf '%s\n' "${DEMO_CHAPTERS[@]}"
+		return
+	fi
+	echo chapter_setup
+	for c in "$@"; do
+		c=chapter_${c#chapter_}
+		declare -F "$c" >/dev/null || fail "no demo chapter '${c#chapter_}' (see: test/sandbox demo --list)"
+		[ "$c" = chapter_setup ] || echo "$c"
+	done
+}
+
 demo_main() {
-	local chapters=() c
+	local chapters c
 	if [ "${1:-}" = --list ]; then
 		printf '%s\n' "${DEMO_CHAPTERS[@]#chapter_}"
 		return 0
 	fi
-	if [ $# -gt 0 ]; then
-		chapters=(chapter_setup)
-		for c in "$@"; do
-			c=chapter_${c#chapter_}
-			declare -F "$c" >/dev/null || fail "no demo chapter '$c' (try: test/sandbox demo --list)"
-			[ "$c" = chapter_setup ] || chapters+=("$c")
-		done
-	else
-		chapters=("${DEMO_CHAPTERS[@]}")
-	fi
+	chapters=$(demo_chapters "$@")
 	export PGDATA="$ATREST_PGDATA"	# for the shell commands shown; psql ignores it
 	printf '%spg_atrest demo%s: PostgreSQL %s on 127.0.0.1:%s, data directory $PGDATA = %s\n' \
 		"$D_HEAD" "$D_OFF" "$(sql_value 'SHOW server_version')" "$PGPORT" "$ATREST_PGDATA"
-	for c in "${chapters[@]}"; do
+	for c in $chapters; do
 		"$c"
 		if [ "${DEMO_PAUSE:-}" = 1 ] && [ -t 0 ]; then
 			read -r -p "-- press Enter to continue --" _
