@@ -84,21 +84,25 @@ my $softhsm_done;
 
 =pod
 
-=item softhsm()
+=item softhsm([fresh => 1])
 
 Makes sure a SoftHSM2 token is configured for this test and returns true if one is:
 uses the one test/sandbox set up (SOFTHSM2_CONF in the environment), or else runs
 test/fixtures/softhsm-setup into a temporary directory of this test and exports what
-it prints.  Returns false when there is no fixture.  Call it before starting the nodes
-that need the token: postmasters inherit the environment at start.
+it prints.  With fresh => 1 it always makes a token of this test's own: use that in
+tests that delete, disable or re-import key objects, so that later tests find the
+shared token as the fixture made it.  Returns false when there is no fixture.  Call
+it before starting the nodes that need the token: postmasters inherit the
+environment at start.
 
 =cut
 
 sub softhsm
 {
-	return $softhsm_done if defined $softhsm_done;
+	my (%opts) = @_;
+	return $softhsm_done if defined $softhsm_done && !$opts{fresh};
 
-	if ($ENV{SOFTHSM2_CONF})
+	if ($ENV{SOFTHSM2_CONF} && !$opts{fresh})
 	{
 		$softhsm_done = 1;
 		return $softhsm_done;
