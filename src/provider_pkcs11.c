@@ -635,6 +635,23 @@ ReadPin(char *pin, size_t *pinlen, struct stat *st, char **reason)
 	return true;
 }
 
+/*
+ * Is the PIN file we just read the one that gave CKR_PIN_INCORRECT?  Same
+ * path, same file, same size and the same modification and change times (to
+ * the nanosecond, so that rewriting it in place is noticed).
+ */
+static bool
+SamePinFile(const struct stat *st)
+{
+	return strcmp(badPinPath, Pkcs11PinFile) == 0 &&
+		st->st_dev == badPinStat.st_dev && st->st_ino == badPinStat.st_ino &&
+		st->st_size == badPinStat.st_size &&
+		st->st_mtim.tv_sec == badPinStat.st_mtim.tv_sec &&
+		st->st_mtim.tv_nsec == badPinStat.st_mtim.tv_nsec &&
+		st->st_ctim.tv_sec == badPinStat.st_ctim.tv_sec &&
+		st->st_ctim.tv_nsec == badPinStat.st_ctim.tv_nsec;
+}
+
 /* Close our session, if any; the next call opens a new one and logs in. */
 static void
 DropSession(void)
@@ -804,10 +821,7 @@ OpenSession(const char *token, char **reason)
 			(void) p11->C_CloseSession(h);
 			return false;
 		}
-		if (badPinKnown && strcmp(badPinPath, Pkcs11PinFile) == 0 &&
-			st.st_dev == badPinStat.st_dev && st.st_ino == badPinStat.st_ino &&
-			st.st_size == badPinStat.st_size &&
-			st.st_mtime == badPinStat.st_mtime)
+		if (badPinKnown && SamePinFile(&st))
 		{
 			explicit_bzero(pin, sizeof(pin));
 			(void) p11->C_CloseSession(h);
