@@ -1,0 +1,156 @@
+
+# Customer-managed keys through the command provider and the example adapter
+# test/kms/openssl-kms: enable, switch, disable; a failing, garbage-printing, hanging or
+# missing adapter gives a clear error and changes nothing; revocation (key disabled in the
+# KMS) and recovery; rotation by a new key version plus rewrap().
+
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time sleep);
+
+use AtrestTest;
+
+my $adapter = AtrestTest::srcdir() . '/test/kms/openssl-kms';
+plan skip_all => 'no test/kms/openssl-kms' unless -x $adapter;
+
+my $kms_dir = PostgreSQL::Test::Utils::tempdir('kms');
+$ENV{ATREST_KMS_DIR} = $kms_dir;    # the postmaster, so every adapter run, inherits it
+my $ttl = 3;
+
+sub kms
+{
+	my ($out, $err) = run_command([ $adapter, @_ ]);
+	return $out;
+}
+kms('create', 'cmk1');
+kms('create', 'cmk2');
+
+my $scripts = PostgreSQL::Test::Utils::tempdir('adapters');
+my %bad = (
+	failing => "#!/bin/sh\necho 'access denied by policy' >&2\nexit 3\n",
+	garbage => "#!/bin/sh\ncat >/dev/null\necho 'this is not json'\n",
+	hanging => "#!/bin/sh\nexec sleep 60\n",);
+foreach my $name (keys %bad)
+{
+	PostgreSQL::Test::Utils::append_to_file("$scripts/$name", $bad{$name});
+	chmod 0755, "$scripts/$name";
+}
+
+my $node = AtrestTest::atrest_node(
+	'cmdkms',
+	cron => 0,
+	pkcs11 => 0,
+	conf => "atrest.key_cache_ttl = $ttl\natrest.kms_command = '$adapter'\n");
+
+$node->safe_psql(
+	'postgres', q{
+	CREATE TABLE docs (id int PRIMARY KEY, doc atrest.encrypted_jsonb(result));
+	INSERT INTO docs SELECT i, jsonb_build_object('n', i) FROM generate_series(1, 200) i;});
+
+my $readable = q{SELECT count(*) FROM docs WHERE (doc ->> 'n')::int = id};
+my $status = q{SELECT protector || ' ' || coalesce(key_uri, '-') || ' ' || coalesce(key_version, '-')
+                 FROM atrest.key_status};
+my $root_row = q{SELECT md5(string_agg(protector || coalesce(key_version, '') || encode(wrapped, 'hex'), ','))
+                   FROM atrest.database_keys WHERE active};
+
+sub fails
+{
+	my ($sql) = @_;
+	my ($stdout, $stderr);
+	my $rc = $node->psql('postgres', "\\set VERBOSITY verbose\n$sql",
+		stdout => \$stdout, stderr => \$stderr);
+	return $rc == 0 ? '' : $stderr;
+}
+
+sub set_command
+{
+	my ($value) = @_;
+	$node->safe_psql('postgres',
+		"ALTER SYSTEM SET atrest.kms_command = '$value'; SELECT pg_reload_conf()");
+}
+
+is($node->safe_psql('postgres', "SELECT atrest.provider_selftest('command', 'kms:openssl/cmk1')"),
+	'kms:openssl/cmk1/1', 'the adapter proves the key works');
+
+# --- enable, switch, disable ----------------------------------------------------------
+$node->safe_psql('postgres', "SELECT atrest.enable_cmk('command', 'kms:openssl/cmk1')");
+is($node->safe_psql('postgres', $status), 'customer kms:openssl/cmk1 kms:openssl/cmk1/1',
+	'enabled under cmk1, version 1');
+is($node->safe_psql('postgres', $readable), 200, 'all rows readable');
+$node->safe_psql('postgres', "SELECT atrest.enable_cmk('command', 'kms:openssl/cmk2')");
+is($node->safe_psql('postgres', $status), 'customer kms:openssl/cmk2 kms:openssl/cmk2/1',
+	'switched to cmk2');
+is($node->safe_psql('postgres', $readable), 200, 'all rows readable under cmk2');
+$node->safe_psql('postgres', 'SELECT atrest.disable_cmk()');
+is($node->safe_psql('postgres', $status), 'service - -', 'disabled');
+$node->safe_psql('postgres', "SELECT atrest.enable_cmk('command', 'kms:openssl/cmk1')");
+is($node->safe_psql('postgres', $readable), 200, 'readable after enabling again');
+
+# --- a broken adapter: clear errors, nothing changes ------------------------------------
+my $root0 = $node->safe_psql('postgres', $root_row);
+set_command("$scripts/failing");
+like(fails("SELECT atrest.enable_cmk('command', 'kms:openssl/cmk2')"),
+	qr/AT001.*access denied by policy/s, 'a failing adapter: AT001 with its own reason');
+set_command("$scripts/garbage");
+like(fails("SELECT atrest.enable_cmk('command', 'kms:openssl/cmk2')"),
+	qr/AT001/, 'an adapter printing garbage: AT001');
+set_command("$scripts/hanging");
+$node->safe_psql('postgres', "ALTER SYSTEM SET atrest.kms_timeout = 1; SELECT pg_reload_conf()");
+my $t0 = time;
+like(fails("SELECT atrest.enable_cmk('command', 'kms:openssl/cmk2')"),
+	qr/AT001.*timed out/s, 'a hanging adapter: AT001 after the timeout');
+ok(time - $t0 < 10, 'no hang');
+set_command("$scripts/missing");
+like(fails("SELECT atrest.enable_cmk('command', 'kms:openssl/cmk2')"),
+	qr/AT001/, 'a missing adapter: AT001');
+$node->safe_psql('postgres', "ALTER SYSTEM RESET atrest.kms_timeout; SELECT pg_reload_conf()");
+set_command($adapter);
+like(fails("SELECT atrest.enable_cmk('command', 'kms:openssl/nosuchkey')"),
+	qr/AT001.*kms:openssl\/nosuchkey/s, 'a key the KMS does not hold: AT001 naming it');
+is($node->safe_psql('postgres', $root_row), $root0, 'none of the failures changed the key state');
+is($node->safe_psql('postgres', $readable), 200, 'still readable');
+
+# --- revocation and recovery -------------------------------------------------------------
+my $reader = $node->background_psql('postgres', on_error_stop => 0);
+is($reader->query($readable), 200, 'reader session reads');
+kms('disable', 'cmk1');
+my $start = time;
+my $failed = 0;
+while (time - $start < $ttl + 10)
+{
+	$reader->{stderr} = '';
+	$reader->query($readable);
+	if ($reader->{stderr} =~ /customer-managed key "kms:openssl\/cmk1" of provider "command" is unavailable/)
+	{
+		$failed = 1;
+		last;
+	}
+	sleep(0.5);
+}
+ok($failed, 'reads fail with the documented error once the KMS key is disabled');
+ok(time - $start <= $ttl + 1.5, 'within the TTL');
+kms('enable', 'cmk1');
+$node->safe_psql('postgres', 'SELECT atrest.recheck_keys()');
+$reader->{stderr} = '';
+is($reader->query($readable), 200, 'service resumes in the same session after recheck_keys()');
+is($reader->{stderr}, '', 'without error');
+
+# --- rotation -------------------------------------------------------------------------------
+is($node->safe_psql('postgres', 'SELECT atrest.rewrap()'), 'f', 'rewrap() does nothing at first');
+kms('new-version', 'cmk1');
+is($node->safe_psql('postgres', 'SELECT atrest.rewrap()'), 't', 'rewrap() after a new key version');
+is($node->safe_psql('postgres', 'SELECT key_version FROM atrest.key_status'),
+	'kms:openssl/cmk1/2', 'now under version 2');
+kms('delete-version', 'cmk1', '1');
+$node->safe_psql('postgres', 'SELECT atrest.recheck_keys()');
+is($node->safe_psql('postgres', $readable), 200, 'readable after the old version is deleted');
+$node->safe_psql('postgres', 'SELECT atrest.disable_cmk()');
+is($node->safe_psql('postgres', $readable), 200, 'readable after disable_cmk');
+
+$reader->quit;
+$node->stop;
+done_testing();
