@@ -1152,6 +1152,7 @@ CommandOperation(KmsOperation op, const char *key_uri, const char *key_version,
 	return ok;
 }
 
+/* validate_uri: the shape check of KeyUriProblem, as an ERROR. */
 static void
 CommandValidateUri(const char *key_uri)
 {
@@ -1165,6 +1166,7 @@ CommandValidateUri(const char *key_uri)
 				 errhint("A command provider key URI is any string the KMS adapter understands, such as \"kms:openssl/cmk1\" or \"https://myvault.vault.azure.net/keys/cmk1\".")));
 }
 
+/* wrap: the adapter encrypts under the key's current version and names it. */
 static bool
 CommandWrap(const char *key_uri, const unsigned char *in, size_t len,
 			unsigned char **out, size_t *outlen, char **key_version, char **reason)
@@ -1173,6 +1175,7 @@ CommandWrap(const char *key_uri, const unsigned char *in, size_t len,
 							out, outlen, key_version, reason);
 }
 
+/* unwrap: the adapter decrypts with the key version that wrap named. */
 static bool
 CommandUnwrap(const char *key_uri, const char *key_version,
 			  const unsigned char *in, size_t len,
@@ -1182,6 +1185,7 @@ CommandUnwrap(const char *key_uri, const char *key_version,
 							out, outlen, NULL, reason);
 }
 
+/* current_version: the version the adapter's wrap would use now. */
 static bool
 CommandCurrentVersion(const char *key_uri, char **key_version, char **reason)
 {
