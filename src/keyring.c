@@ -36,6 +36,7 @@
 
 #include "access/heapam.h"
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "access/table.h"
 #include "access/tableam.h"
 #include "catalog/namespace.h"
@@ -191,13 +192,15 @@ typedef void (*RowCallback) (HeapTuple tup, TupleDesc desc, void *arg);
 
 /*
  * Call "cb" for every row of a key table visible to a fresh snapshot (which
- * also sees this transaction's own changes).
+ * also sees this transaction's own changes).  A parallel worker may not take
+ * a snapshot of its own: it uses the query's, which the leader shares.
  */
 static void
 ScanKeyTable(Oid relid, RowCallback cb, void *arg)
 {
 	Relation	rel = table_open(relid, AccessShareLock);
-	Snapshot	snap = RegisterSnapshot(GetLatestSnapshot());
+	Snapshot	snap = RegisterSnapshot(IsInParallelMode() && ActiveSnapshotSet() ?
+										GetActiveSnapshot() : GetLatestSnapshot());
 	TableScanDesc scan = table_beginscan(rel, snap, 0, NULL);
 	HeapTuple	tup;
 
@@ -445,7 +448,6 @@ UnwrapDatabaseKey(const RootInfo *root, unsigned char *out)
 					   (unsigned char *) VARDATA_ANY(root->wrapped),
 					   VARSIZE_ANY_EXHDR(root->wrapped), &buf, &len, &reason))
 		{
-			p->reset();
 			ProviderFailed(root->provider, root->key_uri, reason ? reason : "unknown failure");
 		}
 		inner = (bytea *) palloc(VARHDRSZ + len);
@@ -986,12 +988,10 @@ ProtectDatabaseKey(const unsigned char *dbk, const pg_uuid_t *id,
 	if (!p->wrap(key_uri, (unsigned char *) VARDATA(inner), VARSIZE(inner) - VARHDRSZ,
 				 &outer, &outerlen, key_version, &reason))
 	{
-		p->reset();
 		ProviderFailed(provider, key_uri, reason ? reason : "wrap failed");
 	}
 	if (!p->unwrap(key_uri, *key_version, outer, outerlen, &back, &backlen, &reason))
 	{
-		p->reset();
 		ProviderFailed(provider, key_uri, reason ? reason : "unwrap failed");
 	}
 	if (backlen != VARSIZE(inner) - VARHDRSZ || memcmp(back, VARDATA(inner), backlen) != 0)
@@ -1181,7 +1181,6 @@ atrest_rewrap(PG_FUNCTION_ARGS)
 		p = ProviderLookup(root->provider);
 		if (!p->current_version(root->key_uri, &current, &reason))
 		{
-			p->reset();
 			ProviderFailed(root->provider, root->key_uri, reason ? reason : "version lookup failed");
 		}
 		if (root->key_version == NULL || strcmp(current, root->key_version) != 0)
@@ -1245,7 +1244,6 @@ atrest_provider_selftest(PG_FUNCTION_ARGS)
 	if (!p->wrap(key_uri, probe, sizeof(probe), &outer, &outerlen, &kver, &reason) ||
 		!p->unwrap(key_uri, kver, outer, outerlen, &back, &backlen, &reason))
 	{
-		p->reset();
 		ProviderFailed(provider, key_uri, reason ? reason : "unknown failure");
 	}
 	if (backlen != sizeof(probe) || memcmp(back, probe, backlen) != 0)
