@@ -153,6 +153,8 @@ RunKeyCommand(const char *command, unsigned char *key)
 				(errcode(ERRCODE_ATREST_KEY_UNAVAILABLE),
 				 errmsg("service key is unavailable"),
 				 errdetail("Could not run atrest.service_key_command: %m.")));
+	/* unbuffered, so the key text lands only in our wiped stack buffer */
+	setvbuf(fh, NULL, _IONBF, 0);
 	n = fread(text, 1, sizeof(text), fh);
 	rc = ClosePipeStream(fh);
 	ok = (rc == 0 && n > 0 && n < sizeof(text) && DecodeKeyText(text, n, key));
