@@ -388,7 +388,7 @@ ProviderFailed(const char *provider, const char *key_uri, const char *reason)
 			(errcode(ERRCODE_ATREST_KEY_UNAVAILABLE),
 			 errmsg("customer-managed key \"%s\" of provider \"%s\" is unavailable",
 					key_uri, provider),
-			 errdetail("%s", reason),
+			 errdetail("The provider reported: %s.", reason),
 			 errhint("Restore access to the key; pg_atrest resumes on its own within atrest.key_cache_ttl seconds, or at once after atrest.recheck_keys().")));
 }
 
