@@ -11,7 +11,8 @@ OBJS = \
 	src/provider.o \
 	src/provider_service.o \
 	src/provider_pkcs11.o \
-	src/provider_command.o
+	src/provider_command.o \
+	src/store.o
 
 DATA = sql/pg_atrest--1.0.sql
 

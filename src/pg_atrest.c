@@ -60,6 +60,7 @@ _PG_init(void)
 	Pkcs11ProviderInit();
 	CommandProviderInit();
 	KeyringInit();
+	StoreInit();
 
 #if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("atrest");

@@ -29,5 +29,6 @@ extern int	atrest_key_cache_ttl;
 /* subsystem initialisation, called from _PG_init */
 extern void KeyringInit(void);
 extern void ServiceKeyInit(void);
+extern void StoreInit(void);
 
 #endif							/* PG_ATREST_H */
