@@ -791,11 +791,17 @@ $$;
 -- Delete one batch of at most batch_size rows of rel whose time_column is
 -- before cutoff, oldest first, through the column's index; rows that another
 -- transaction has locked are left for the next run.  Returns the count.
+-- The planner settings keep it on the index even when most of the table has
+-- expired (a sequential scan and sort would read every expired row for each
+-- batch); without an index it still runs, by a sequential scan.
 CREATE FUNCTION atrest._purge_batch(rel regclass, time_column name, cutoff timestamptz,
                                     batch_size integer)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+SET enable_sort = off
 AS $$
 DECLARE
     n bigint;
