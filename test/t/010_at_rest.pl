@@ -10,8 +10,8 @@
 # Write paths: a literal, a bind parameter over the extended protocol (typed as the
 # encrypted type, as the plain type, and untyped), COPY FROM in text and in binary format,
 # INSERT ... SELECT from plain columns and from encrypted columns of another class, an
-# explicit cast to another class, and UPDATE: each lands ciphertext under the column's key
-# class and reads back identical.
+# explicit cast to another class, UPDATE, and ALTER COLUMN ... TYPE: each lands
+# ciphertext under the column's key class and reads back identical.
 
 use strict;
 use warnings;
@@ -407,23 +407,44 @@ push @paths, 'update';
 is( $node->safe_psql('postgres', 'SELECT count(*) FROM wp'),
 	scalar(@paths), 'one row per write path');
 
+# ALTER TABLE ... ALTER COLUMN ... TYPE, rewriting the table: plain columns become
+# encrypted ones, and encrypted columns change class.
+$node->safe_psql(
+	'postgres', q{
+	CREATE TABLE wp_alter_plain AS SELECT 'alter type from plain'::text AS path, * FROM wp_plain;
+	CREATE TABLE wp_alter_other AS SELECT 'alter type from other class'::text AS path, * FROM wp_other;
+	ALTER TABLE wp_alter_plain
+	    ALTER COLUMN j TYPE atrest.encrypted_jsonb(result),
+	    ALTER COLUMN b TYPE atrest.encrypted_bytea(model),
+	    ALTER COLUMN t TYPE atrest.encrypted_text(model),
+	    ALTER COLUMN d TYPE atrest.encrypted_jsonb("default");
+	ALTER TABLE wp_alter_other
+	    ALTER COLUMN j TYPE atrest.encrypted_jsonb(result),
+	    ALTER COLUMN b TYPE atrest.encrypted_bytea(model),
+	    ALTER COLUMN t TYPE atrest.encrypted_text(model),
+	    ALTER COLUMN d TYPE atrest.encrypted_jsonb("default");
+});
+
 my $want = $node->safe_psql('postgres',
 	'SELECT md5(j::text), md5(b), md5(t), md5(d::text) FROM wp_plain');
-foreach my $path (@paths)
+foreach my $where ((map { [ 'wp', $_ ] } @paths),
+	[ 'wp_alter_plain', 'alter type from plain' ],
+	[ 'wp_alter_other', 'alter type from other class' ])
 {
+	my ($table, $path) = @$where;
 	my $q = sql_str($path);
 	is( $node->safe_psql(
 			'postgres', qq{
 		SELECT format('%s/%s/%s/%s', (atrest.envelope(j)).key_class,
 		              (atrest.envelope(b)).key_class, (atrest.envelope(t)).key_class,
 		              (atrest.envelope(d)).key_class)
-		  FROM wp WHERE path = $q}),
+		  FROM $table WHERE path = $q}),
 		'result/model/model/default',
 		"$path: every value is under its column's class");
 	is( $node->safe_psql(
 			'postgres', qq{
 		SELECT md5(j::jsonb::text), md5(b::bytea), md5(t::text), md5(d::jsonb::text)
-		  FROM wp WHERE path = $q}),
+		  FROM $table WHERE path = $q}),
 		$want,
 		"$path: reads back identical plaintext");
 }
