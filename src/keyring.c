@@ -191,23 +191,35 @@ ResolveKeyTables(void)
 typedef void (*RowCallback) (HeapTuple tup, TupleDesc desc, void *arg);
 
 /*
- * Call "cb" for every row of a key table visible to a fresh snapshot (which
- * also sees this transaction's own changes).  A parallel worker may not take
- * a snapshot of its own: it uses the query's, which the leader shares.
+ * A registered snapshot to read the key tables with: a fresh one (which also
+ * sees this transaction's own changes).  A parallel worker may not take a
+ * snapshot of its own: it uses the query's, which the leader shares.  The
+ * caller unregisters it.
+ */
+static Snapshot
+KeyTableSnapshot(void)
+{
+	return RegisterSnapshot(IsInParallelMode() && ActiveSnapshotSet() ?
+							GetActiveSnapshot() : GetLatestSnapshot());
+}
+
+/*
+ * Call "cb" for every row of a key table visible to "snapshot", or to a
+ * KeyTableSnapshot() of its own when "snapshot" is NULL.
  */
 static void
-ScanKeyTable(Oid relid, RowCallback cb, void *arg)
+ScanKeyTable(Oid relid, Snapshot snapshot, RowCallback cb, void *arg)
 {
 	Relation	rel = table_open(relid, AccessShareLock);
-	Snapshot	snap = RegisterSnapshot(IsInParallelMode() && ActiveSnapshotSet() ?
-										GetActiveSnapshot() : GetLatestSnapshot());
+	Snapshot	snap = snapshot ? snapshot : KeyTableSnapshot();
 	TableScanDesc scan = table_beginscan(rel, snap, 0, NULL);
 	HeapTuple	tup;
 
 	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
 		cb(tup, RelationGetDescr(rel), arg);
 	table_endscan(scan);
-	UnregisterSnapshot(snap);
+	if (snapshot == NULL)
+		UnregisterSnapshot(snap);
 	table_close(rel, AccessShareLock);
 }
 
@@ -247,12 +259,12 @@ ClassRow(HeapTuple tup, TupleDesc desc, void *arg)
 }
 
 static List *
-ReadKeyClasses(void)
+ReadKeyClasses(Snapshot snapshot)
 {
 	ClassScan	cs = {NIL};
 
 	ResolveKeyTables();
-	ScanKeyTable(classes_oid, ClassRow, &cs);
+	ScanKeyTable(classes_oid, snapshot, ClassRow, &cs);
 	return cs.classes;
 }
 
@@ -262,7 +274,7 @@ KeyClassLookup(const char *name, bool missing_ok)
 {
 	ListCell   *lc;
 
-	foreach(lc, ReadKeyClasses())
+	foreach(lc, ReadKeyClasses(NULL))
 	{
 		KeyClass   *kc = lfirst(lc);
 
@@ -289,7 +301,7 @@ KeyClassNameLookup(int32 class_id)
 			if (cache.classes[i].id == class_id)
 				return pstrdup(cache.classes[i].name);
 	}
-	foreach(lc, ReadKeyClasses())
+	foreach(lc, ReadKeyClasses(NULL))
 	{
 		KeyClass   *kc = lfirst(lc);
 
@@ -327,15 +339,18 @@ RootRow(HeapTuple tup, TupleDesc desc, void *arg)
 	rs->info->wrapped = isnull ? NULL : DatumGetByteaPCopy(d);
 }
 
-/* Read the active database key row into palloc'd memory. */
+/*
+ * Read the active database key row, as "snapshot" sees it, into palloc'd
+ * memory.
+ */
 static void
-ReadRoot(RootInfo *info)
+ReadRoot(RootInfo *info, Snapshot snapshot)
 {
 	RootScan	rs = {false, info};
 
 	ResolveKeyTables();
 	memset(info, 0, sizeof(RootInfo));
-	ScanKeyTable(dbkeys_oid, RootRow, &rs);
+	ScanKeyTable(dbkeys_oid, snapshot, RootRow, &rs);
 	if (!rs.found || info->wrapped == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
@@ -557,7 +572,12 @@ DataKeyRow(HeapTuple tup, TupleDesc desc, void *arg)
 						version, class_id)));
 }
 
-/* Load the whole hierarchy of this database into the cache. */
+/*
+ * Load the whole hierarchy of this database into the cache.  All three key
+ * tables are read with one snapshot: a rotate_database_key() that commits
+ * between two scans would otherwise give us the old database key and data
+ * keys already re-wrapped under the new one.
+ */
 static void
 KeyCacheLoad(void)
 {
@@ -567,12 +587,13 @@ KeyCacheLoad(void)
 	HASHCTL		ctl;
 	DataKeyScan ds;
 	int			i = 0;
+	Snapshot	snap = KeyTableSnapshot();
 
 	cache.cxt = AllocSetContextCreate(TopMemoryContext, "pg_atrest key cache",
 									  ALLOCSET_SMALL_SIZES);
 	old = MemoryContextSwitchTo(cache.cxt);
-	ReadRoot(&cache.root);
-	classes = ReadKeyClasses();
+	ReadRoot(&cache.root, snap);
+	classes = ReadKeyClasses(snap);
 	cache.nclasses = list_length(classes);
 	cache.classes = palloc0(sizeof(KeyClass) * Max(cache.nclasses, 1));
 	foreach(lc, classes)
@@ -591,7 +612,8 @@ KeyCacheLoad(void)
 	ds.dbk = cache.dbk;
 	ds.dbk_id = &cache.root.id;
 	ds.hash = cache.datakeys;
-	ScanKeyTable(datakeys_oid, DataKeyRow, &ds);
+	ScanKeyTable(datakeys_oid, snap, DataKeyRow, &ds);
+	UnregisterSnapshot(snap);
 
 	cache.verified_at = GetCurrentTimestamp();
 	cache.loaded = true;
@@ -840,7 +862,7 @@ atrest_bootstrap(PG_FUNCTION_ARGS)
 	SPI_connect();
 	PG_TRY();
 	{
-		List	   *classes = ReadKeyClasses();
+		List	   *classes = ReadKeyClasses(NULL);
 		ListCell   *lc;
 		Oid			types[2] = {UUIDOID, BYTEAOID};
 		Datum		values[2];
