@@ -6,6 +6,7 @@ OBJS = \
 	src/pg_atrest.o \
 	src/secure_mem.o \
 	src/envelope.o \
+	src/envelope_core.o \
 	src/keyring.o \
 	src/types.o \
 	src/provider.o \

@@ -9,6 +9,11 @@
  * LZ4 before encryption when that saves space, since TOAST cannot compress
  * ciphertext.  Failures to open report SQLSTATE XX001 naming the type and
  * never print bytes.
+ *
+ * The format itself (header parsing, the AEAD steps, bounded LZ4
+ * decompression) is in envelope_core.c, which has no PostgreSQL dependency
+ * so that test/fuzz can run it without a server; this file owns memory,
+ * detoasting, the key cache and error reporting.
  */
 #include "postgres.h"
 
@@ -21,9 +26,6 @@
 #include "keyring.h"
 #include "envelope.h"
 #include "secure_mem.h"
-
-/* Compress payloads at least this long, and keep the result only if it saves an eighth. */
-#define COMPRESS_MIN_LEN	128
 
 const char *
 AtrestKindTypeName(AtrestKind kind)
@@ -40,22 +42,58 @@ AtrestKindTypeName(AtrestKind kind)
 	return "encrypted value";
 }
 
-static void
-WriteHeader(unsigned char *p, AtrestKind kind, uint8 flags, int32 class_id, uint32 version)
+/*
+ * Report a status of envelope_core.c other than ENVELOPE_OK (the caller
+ * checks, so the hot path pays one comparison).  "what" names
+ * the operation for OpenSSL failures.  The wording is part of the interface:
+ * values that do not open raise XX001 naming the type, never bytes.
+ */
+static void pg_attribute_noreturn()
+EnvelopeFail(AtrestKind kind, EnvelopeStatus st, const char *what)
 {
-	p[0] = ENVELOPE_FORMAT;
-	p[1] = (uint8) ((kind << 4) | (flags & 0x0f));
-	p[2] = (uint8) (class_id >> 8);
-	p[3] = (uint8) class_id;
-	p[4] = (uint8) (version >> 24);
-	p[5] = (uint8) (version >> 16);
-	p[6] = (uint8) (version >> 8);
-	p[7] = (uint8) version;
-}
+	const char *detail = NULL;
 
-static void
-CorruptValue(AtrestKind kind, const char *detail)
-{
+	switch (st)
+	{
+		case ENVELOPE_OK:
+			break;
+		case ENVELOPE_TRUNCATED:
+			detail = "The value is truncated.";
+			break;
+		case ENVELOPE_BAD_FORMAT:
+			detail = "The value has an unknown format version.";
+			break;
+		case ENVELOPE_WRONG_KIND:
+			detail = "The value was sealed for another type.";
+			break;
+		case ENVELOPE_BAD_FLAGS:
+			detail = "The value has unknown flags.";
+			break;
+		case ENVELOPE_TAG_MISMATCH:
+			detail = "Its authentication tag does not match: the value was altered or sealed under another key.";
+			break;
+		case ENVELOPE_LZ4_TRUNCATED:
+			detail = "Its compressed payload is truncated.";
+			break;
+		case ENVELOPE_LZ4_BAD_LENGTH:
+			detail = "Its compressed payload has an impossible length.";
+			break;
+		case ENVELOPE_LZ4_CORRUPT:
+			detail = "Its compressed payload does not decompress.";
+			break;
+		case ENVELOPE_TOO_LARGE:
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("%s value is too large", AtrestKindTypeName(kind))));
+			break;
+		case ENVELOPE_CRYPTO_FAILED:
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("AES-256-GCM %s failed", what)));
+			break;
+	}
+	if (detail == NULL)
+		elog(ERROR, "pg_atrest: unknown envelope status %d", (int) st);
 	ereport(ERROR,
 			(errcode(ERRCODE_DATA_CORRUPTED),
 			 errmsg("%s value is corrupted", AtrestKindTypeName(kind)),
@@ -70,26 +108,14 @@ CryptoFailure(const char *what)
 			 errmsg("AES-256-GCM %s failed", what)));
 }
 
-/*
- * Parse and check the header of a (detoasted) sealed value.
- */
-static void
+/* Parse and check the header of a (detoasted) sealed value. */
+static inline void
 ParseHeader(AtrestKind kind, const unsigned char *p, Size len, EnvelopeHeader *hdr)
 {
-	if (len < ENVELOPE_OVERHEAD)
-		CorruptValue(kind, "The value is truncated.");
-	hdr->format = p[0];
-	hdr->kind = (AtrestKind) (p[1] >> 4);
-	hdr->flags = p[1] & 0x0f;
-	hdr->class_id = ((int32) p[2] << 8) | p[3];
-	hdr->key_version = ((uint32) p[4] << 24) | ((uint32) p[5] << 16) |
-		((uint32) p[6] << 8) | (uint32) p[7];
-	if (hdr->format != ENVELOPE_FORMAT)
-		CorruptValue(kind, "The value has an unknown format version.");
-	if (hdr->kind != kind)
-		CorruptValue(kind, "The value was sealed for another type.");
-	if ((hdr->flags & ~ENVELOPE_FLAG_LZ4) != 0)
-		CorruptValue(kind, "The value has unknown flags.");
+	EnvelopeStatus st = EnvelopeParseHeader(kind, p, len, hdr);
+
+	if (unlikely(st != ENVELOPE_OK))
+		EnvelopeFail(kind, st, "decryption");
 }
 
 /* Read only the header: fetches just the first bytes of a TOASTed value. */
@@ -124,8 +150,7 @@ SealPayload(AtrestKind kind, DataKey *dk, uint8 flags, const char *payload, Size
 	Size		total = VARHDRSZ + ENVELOPE_OVERHEAD + len;
 	bytea	   *out;
 	unsigned char *p;
-	unsigned char *ct;
-	int			outl;
+	EnvelopeStatus st;
 
 	if (total > MaxAllocSize)
 		ereport(ERROR,
@@ -135,19 +160,12 @@ SealPayload(AtrestKind kind, DataKey *dk, uint8 flags, const char *payload, Size
 	out = (bytea *) palloc(total);
 	SET_VARSIZE(out, total);
 	p = (unsigned char *) VARDATA(out);
-	WriteHeader(p, kind, flags, dk->class_id, dk->version);
+	EnvelopeWriteHeader(p, kind, flags, dk->class_id, dk->version);
 	if (RAND_bytes(p + ENVELOPE_HEADER_LEN, ENVELOPE_NONCE_LEN) != 1)
 		CryptoFailure("nonce generation");
-	ct = p + ENVELOPE_HEADER_LEN + ENVELOPE_NONCE_LEN;
-
-	if (EVP_EncryptInit_ex(dk->enc, NULL, NULL, NULL, p + ENVELOPE_HEADER_LEN) != 1 ||
-		EVP_EncryptUpdate(dk->enc, NULL, &outl, p, ENVELOPE_HEADER_LEN) != 1)
-		CryptoFailure("encryption");
-	if (len > 0 && EVP_EncryptUpdate(dk->enc, ct, &outl, (const unsigned char *) payload, (int) len) != 1)
-		CryptoFailure("encryption");
-	if (EVP_EncryptFinal_ex(dk->enc, ct + len, &outl) != 1 ||
-		EVP_CIPHER_CTX_ctrl(dk->enc, EVP_CTRL_GCM_GET_TAG, ENVELOPE_TAG_LEN, ct + len) != 1)
-		CryptoFailure("encryption");
+	st = EnvelopeEncrypt(dk->enc, p, (const unsigned char *) payload, len);
+	if (unlikely(st != ENVELOPE_OK))
+		EnvelopeFail(kind, st, "encryption");
 	return out;
 }
 
@@ -162,24 +180,14 @@ OpenPayload(AtrestKind kind, const unsigned char *p, Size sealed_len,
 {
 	DataKey    *dk = FindKeyOrFail(kind, hdr);
 	Size		ctlen = sealed_len - ENVELOPE_OVERHEAD;
-	const unsigned char *nonce = p + ENVELOPE_HEADER_LEN;
-	const unsigned char *ct = nonce + ENVELOPE_NONCE_LEN;
 	char	   *buf = palloc(reserve + ctlen + 1);
-	int			outl;
+	EnvelopeStatus st;
 
-	if (EVP_DecryptInit_ex(dk->dec, NULL, NULL, NULL, nonce) != 1 ||
-		EVP_DecryptUpdate(dk->dec, NULL, &outl, p, ENVELOPE_HEADER_LEN) != 1)
-		CryptoFailure("decryption");
-	if (ctlen > 0 &&
-		EVP_DecryptUpdate(dk->dec, (unsigned char *) buf + reserve, &outl, ct, (int) ctlen) != 1)
-		CryptoFailure("decryption");
-	if (EVP_CIPHER_CTX_ctrl(dk->dec, EVP_CTRL_GCM_SET_TAG, ENVELOPE_TAG_LEN,
-							(void *) (ct + ctlen)) != 1)
-		CryptoFailure("decryption");
-	if (EVP_DecryptFinal_ex(dk->dec, (unsigned char *) buf + reserve + ctlen, &outl) != 1)
+	st = EnvelopeDecrypt(dk->dec, p, sealed_len, (unsigned char *) buf + reserve);
+	if (unlikely(st != ENVELOPE_OK))
 	{
 		pfree(buf);
-		CorruptValue(kind, "Its authentication tag does not match: the value was altered or sealed under another key.");
+		EnvelopeFail(kind, st, "decryption");
 	}
 	*len = ctlen;
 	return buf;
@@ -194,22 +202,15 @@ EnvelopeSeal(AtrestKind kind, int32 class_id, const char *plain, Size len)
 {
 	DataKey    *dk = KeyringActiveDataKey(class_id);
 
-	if (len >= COMPRESS_MIN_LEN && len <= (Size) LZ4_MAX_INPUT_SIZE)
+	if (len >= ENVELOPE_COMPRESS_MIN && len <= (Size) LZ4_MAX_INPUT_SIZE)
 	{
-		int			bound = LZ4_compressBound((int) len);
-		char	   *cbuf = palloc(bound + 4);
-		int			clen;
+		char	   *cbuf = palloc(EnvelopeLz4Bound(len));
+		Size		clen = EnvelopeLz4Compress(plain, len, cbuf);
 
-		clen = LZ4_compress_default(plain, cbuf + 4, (int) len, bound);
-		if (clen > 0 && (Size) clen + 4 < len - len / 8)
+		if (clen > 0)
 		{
-			bytea	   *out;
+			bytea	   *out = SealPayload(kind, dk, ENVELOPE_FLAG_LZ4, cbuf, clen);
 
-			cbuf[0] = (char) (len >> 24);
-			cbuf[1] = (char) (len >> 16);
-			cbuf[2] = (char) (len >> 8);
-			cbuf[3] = (char) len;
-			out = SealPayload(kind, dk, ENVELOPE_FLAG_LZ4, cbuf, clen + 4);
 			pfree(cbuf);
 			return out;
 		}
@@ -243,20 +244,17 @@ EnvelopeOpen(AtrestKind kind, struct varlena *sealed)
 	else
 	{
 		char	   *cbuf = OpenPayload(kind, p, sealed_len, &hdr, 0, &len);
-		uint32		rawlen;
+		uint32_t	rawlen = 0;
 		struct varlena *out;
+		EnvelopeStatus st;
 
-		if (len < 4)
-			CorruptValue(kind, "Its compressed payload is truncated.");
-		rawlen = ((uint32) (unsigned char) cbuf[0] << 24) |
-			((uint32) (unsigned char) cbuf[1] << 16) |
-			((uint32) (unsigned char) cbuf[2] << 8) |
-			(uint32) (unsigned char) cbuf[3];
-		if (rawlen > MaxAllocSize - VARHDRSZ || rawlen > (uint32) LZ4_MAX_INPUT_SIZE)
-			CorruptValue(kind, "Its compressed payload has an impossible length.");
+		st = EnvelopeLz4RawLength((unsigned char *) cbuf, len, MaxAllocSize - VARHDRSZ, &rawlen);
+		if (st != ENVELOPE_OK)
+			EnvelopeFail(kind, st, "decryption");
 		out = (struct varlena *) palloc(VARHDRSZ + rawlen);
-		if (LZ4_decompress_safe(cbuf + 4, VARDATA(out), (int) (len - 4), (int) rawlen) != (int) rawlen)
-			CorruptValue(kind, "Its compressed payload does not decompress.");
+		st = EnvelopeLz4Decompress((unsigned char *) cbuf, len, VARDATA(out), rawlen);
+		if (st != ENVELOPE_OK)
+			EnvelopeFail(kind, st, "decryption");
 		SET_VARSIZE(out, VARHDRSZ + rawlen);
 		pfree(cbuf);
 		return out;
