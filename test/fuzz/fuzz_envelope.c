@@ -1,0 +1,493 @@
+/*
+ * fuzz_envelope.c
+ *		libFuzzer harness over the sealed-value parser and decryption
+ *		(src/envelope_core.c), the code every read of an encrypted column runs.
+ *
+ * The first input byte picks a mode, the second a value kind:
+ *
+ *	 0  open: the rest is a stored value, opened the way EnvelopeOpen does
+ *		(header, AES-256-GCM under a fixed test key, then the LZ4 length
+ *		prefix and decompression).  Covers truncations, bogus headers, bit
+ *		flips and forged tags.
+ *	 1  past the tag: the next byte is the flags nibble, the rest a payload
+ *		sealed here under the test key and then opened, so the fuzzer
+ *		reaches what only an authentic value reaches: bogus LZ4 data and
+ *		huge or lying raw lengths.
+ *	 2  round trip and tamper: the rest is a plaintext; it is sealed the way
+ *		EnvelopeSeal does (compressed when that pays), must open to the same
+ *		bytes, and must stop opening after any one bit flip or truncation
+ *		chosen by the next input bytes.  A violation aborts.
+ *	 3  header only: EnvelopeParseHeader for all three kinds.
+ *
+ * Every buffer handed to envelope_core.c ends exactly at an inaccessible
+ * guard page, so even a write or read one byte past the end inside OpenSSL
+ * or liblz4 (which are not built with AddressSanitizer) crashes at once.
+ * Set FUZZ_WRITE_SEEDS=DIR to write the seed inputs to DIR and exit.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "envelope_core.h"
+
+/*
+ * The server's limit on a raw length is MaxAllocSize - VARHDRSZ (about
+ * 1 GiB); the harness uses a smaller one so that a lying prefix cannot make
+ * it allocate more than the fuzzer's RSS limit.  The comparison is the same
+ * code; the start-up self-test checks the server's limit exactly.
+ */
+#define FUZZ_MAX_RAW		(16u * 1024 * 1024)
+#define SERVER_MAX_RAW		(0x3fffffffu - 4u)
+
+#define PAGE				4096u
+
+static const unsigned char test_key[32] = {
+	0x70, 0x67, 0x5f, 0x61, 0x74, 0x72, 0x65, 0x73, 0x74, 0x2d, 0x66, 0x75, 0x7a, 0x7a, 0x2d, 0x6b,
+	0x65, 0x79, 0x2d, 0x30, 0x31, 0x32, 0x33, 0x34, 0x35, 0x36, 0x37, 0x38, 0x39, 0x61, 0x62, 0x63
+};
+static EVP_CIPHER_CTX *enc_ctx;
+static EVP_CIPHER_CTX *dec_ctx;
+
+/* ---------------------------------------------------------------------
+ * Guarded buffers: the last byte of the buffer is the last byte before a
+ * PROT_NONE page.
+ * --------------------------------------------------------------------- */
+
+typedef struct Guarded
+{
+	unsigned char *base;
+	size_t		maplen;
+	unsigned char *p;
+} Guarded;
+
+static void
+GuardedAlloc(Guarded *g, size_t n)
+{
+	size_t		pages = (n + PAGE - 1) / PAGE + 1;
+
+	g->maplen = pages * PAGE;
+	g->base = mmap(NULL, g->maplen, PROT_READ | PROT_WRITE,
+				   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (g->base == MAP_FAILED)
+	{
+		perror("mmap");
+		abort();
+	}
+	if (mprotect(g->base + g->maplen - PAGE, PAGE, PROT_NONE) != 0)
+	{
+		perror("mprotect");
+		abort();
+	}
+	g->p = g->base + g->maplen - PAGE - n;
+}
+
+static void
+GuardedFree(Guarded *g)
+{
+	munmap(g->base, g->maplen);
+}
+
+static void
+Fail(const char *what)
+{
+	fprintf(stderr, "fuzz_envelope: invariant violated: %s\n", what);
+	abort();
+}
+
+/* ---------------------------------------------------------------------
+ * What envelope.c does around envelope_core.c, with guarded buffers in
+ * place of palloc.
+ * --------------------------------------------------------------------- */
+
+/*
+ * Open a stored value; on success *out (guarded, caller frees) holds the
+ * plaintext of *outlen bytes.
+ */
+static EnvelopeStatus
+OpenValue(AtrestKind kind, const unsigned char *p, size_t len,
+		  Guarded *out, size_t *outlen)
+{
+	EnvelopeHeader hdr;
+	EnvelopeStatus st;
+	Guarded		pay;
+	size_t		ctlen;
+	uint32_t	rawlen = 0;
+
+	memset(out, 0, sizeof(*out));
+	st = EnvelopeParseHeader(kind, p, len, &hdr);
+	if (st != ENVELOPE_OK)
+		return st;
+	if (hdr.kind != kind || (hdr.flags & ~ENVELOPE_FLAG_LZ4) != 0 || len < ENVELOPE_OVERHEAD)
+		Fail("EnvelopeParseHeader accepted a bad header");
+
+	ctlen = len - ENVELOPE_OVERHEAD;
+	GuardedAlloc(&pay, ctlen);
+	st = EnvelopeDecrypt(dec_ctx, p, len, pay.p);
+	if (st != ENVELOPE_OK || (hdr.flags & ENVELOPE_FLAG_LZ4) == 0)
+	{
+		if (st == ENVELOPE_OK)
+		{
+			*out = pay;
+			*outlen = ctlen;
+		}
+		else
+			GuardedFree(&pay);
+		return st;
+	}
+
+	st = EnvelopeLz4RawLength(pay.p, ctlen, FUZZ_MAX_RAW, &rawlen);
+	if (st == ENVELOPE_OK)
+	{
+		if (rawlen > FUZZ_MAX_RAW)
+			Fail("EnvelopeLz4RawLength let a length past the limit through");
+		GuardedAlloc(out, rawlen);
+		st = EnvelopeLz4Decompress(pay.p, ctlen, (char *) out->p, rawlen);
+		if (st == ENVELOPE_OK)
+			*outlen = rawlen;
+		else
+		{
+			GuardedFree(out);
+			memset(out, 0, sizeof(*out));
+		}
+	}
+	GuardedFree(&pay);
+	return st;
+}
+
+/* Seal "len" payload bytes with a header of our choosing (flags as given). */
+static void
+SealRaw(AtrestKind kind, uint8_t flags, int32_t class_id, uint32_t version,
+		const unsigned char *payload, size_t len, Guarded *sealed)
+{
+	GuardedAlloc(sealed, ENVELOPE_OVERHEAD + len);
+	EnvelopeWriteHeader(sealed->p, kind, flags, class_id, version);
+	/* a fixed nonce: the harness is deterministic; the server uses RAND_bytes */
+	memset(sealed->p + ENVELOPE_HEADER_LEN, 0x5a, ENVELOPE_NONCE_LEN);
+	if (EnvelopeEncrypt(enc_ctx, sealed->p, payload, len) != ENVELOPE_OK)
+		Fail("EnvelopeEncrypt failed");
+}
+
+/* Seal a plaintext the way EnvelopeSeal does: compressed when that pays. */
+static void
+SealValue(AtrestKind kind, const unsigned char *plain, size_t len, Guarded *sealed)
+{
+	if (len >= ENVELOPE_COMPRESS_MIN)
+	{
+		Guarded		c;
+		size_t		clen;
+
+		GuardedAlloc(&c, EnvelopeLz4Bound(len));
+		clen = EnvelopeLz4Compress((const char *) plain, len, (char *) c.p);
+		if (clen > 0)
+		{
+			if (clen >= len - len / 8)
+				Fail("compressed a payload that does not save an eighth");
+			SealRaw(kind, ENVELOPE_FLAG_LZ4, 7, 3, c.p, clen, sealed);
+			GuardedFree(&c);
+			return;
+		}
+		GuardedFree(&c);
+	}
+	SealRaw(kind, 0, 7, 3, plain, len, sealed);
+}
+
+static AtrestKind
+KindOf(uint8_t b)
+{
+	return (AtrestKind) (b % 3 + 1);
+}
+
+/* ---------------------------------------------------------------------
+ * Modes
+ * --------------------------------------------------------------------- */
+
+static void
+ModeOpen(AtrestKind kind, const unsigned char *p, size_t len)
+{
+	Guarded		out;
+	size_t		outlen = 0;
+
+	if (OpenValue(kind, p, len, &out, &outlen) == ENVELOPE_OK)
+		GuardedFree(&out);
+}
+
+static void
+ModePastTag(AtrestKind kind, const unsigned char *p, size_t len)
+{
+	Guarded		sealed,
+				out;
+	size_t		outlen = 0;
+	EnvelopeStatus st;
+	uint8_t		flags;
+
+	if (len < 1)
+		return;
+	flags = p[0] & 0x0f;
+	SealRaw(kind, flags, 1, 1, p + 1, len - 1, &sealed);
+	st = OpenValue(kind, sealed.p, ENVELOPE_OVERHEAD + len - 1, &out, &outlen);
+	if (st == ENVELOPE_TAG_MISMATCH)
+		Fail("a value sealed under the test key did not authenticate");
+	if (st == ENVELOPE_OK && flags == 0 &&
+		(outlen != len - 1 || memcmp(out.p, p + 1, outlen) != 0))
+		Fail("an uncompressed payload did not come back as sealed");
+	if (st == ENVELOPE_OK)
+		GuardedFree(&out);
+	GuardedFree(&sealed);
+}
+
+static void
+ModeRoundTrip(AtrestKind kind, const unsigned char *p, size_t len)
+{
+	Guarded		sealed,
+				out;
+	size_t		outlen = 0,
+				slen;
+	size_t		pos;
+	uint8_t		mask;
+
+	if (len < 3)
+		return;
+	pos = ((size_t) p[0] << 8) | p[1];
+	mask = p[2] ? p[2] : 1;
+	p += 3;
+	len -= 3;
+
+	SealValue(kind, p, len, &sealed);
+	slen = sealed.maplen - PAGE - (size_t) (sealed.p - sealed.base);
+	if (OpenValue(kind, sealed.p, slen, &out, &outlen) != ENVELOPE_OK)
+		Fail("a freshly sealed value did not open");
+	if (outlen != len || memcmp(out.p, p, len) != 0)
+		Fail("a round trip changed the plaintext");
+	GuardedFree(&out);
+
+	/* one flipped bit anywhere must stop the value from opening */
+	pos %= slen;
+	sealed.p[pos] ^= mask;
+	if (OpenValue(kind, sealed.p, slen, &out, &outlen) == ENVELOPE_OK)
+		Fail("a value with a flipped bit opened");
+	sealed.p[pos] ^= mask;
+
+	/* so must cutting it short, at any length */
+	if (OpenValue(kind, sealed.p, pos, &out, &outlen) == ENVELOPE_OK)
+		Fail("a truncated value opened");
+	GuardedFree(&sealed);
+}
+
+static void
+ModeHeader(const unsigned char *p, size_t len)
+{
+	for (int k = ATREST_KIND_JSONB; k <= ATREST_KIND_TEXT; k++)
+	{
+		EnvelopeHeader hdr;
+		EnvelopeStatus st = EnvelopeParseHeader((AtrestKind) k, p, len, &hdr);
+
+		if (st == ENVELOPE_OK && (len < ENVELOPE_OVERHEAD || p[0] != ENVELOPE_FORMAT ||
+								  (p[1] >> 4) != k || (p[1] & 0x0e) != 0))
+			Fail("EnvelopeParseHeader accepted a bad header");
+		if (st == ENVELOPE_OK && (hdr.class_id != ((p[2] << 8) | p[3]) ||
+								  hdr.key_version != (((uint32_t) p[4] << 24) | ((uint32_t) p[5] << 16) |
+													  ((uint32_t) p[6] << 8) | p[7])))
+			Fail("EnvelopeParseHeader misread the class or version");
+	}
+}
+
+int			LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int			LLVMFuzzerInitialize(int *argc, char ***argv);
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	Guarded		in;
+	AtrestKind	kind;
+	int			mode;
+
+	if (size < 2)
+		return 0;
+	mode = data[0] & 3;
+	kind = KindOf(data[1]);
+
+	/* a copy that ends at a guard page, so over-reads fault */
+	GuardedAlloc(&in, size - 2);
+	memcpy(in.p, data + 2, size - 2);
+	switch (mode)
+	{
+		case 0:
+			ModeOpen(kind, in.p, size - 2);
+			break;
+		case 1:
+			ModePastTag(kind, in.p, size - 2);
+			break;
+		case 2:
+			ModeRoundTrip(kind, in.p, size - 2);
+			break;
+		case 3:
+			ModeHeader(in.p, size - 2);
+			break;
+	}
+	GuardedFree(&in);
+	return 0;
+}
+
+/* ---------------------------------------------------------------------
+ * Start-up: keys, boundary self-test, seeds
+ * --------------------------------------------------------------------- */
+
+static void
+SelfTest(void)
+{
+	unsigned char prefix[4];
+	uint32_t	rawlen;
+
+	/* the server's exact raw-length limit, and one past it */
+	prefix[0] = (unsigned char) (SERVER_MAX_RAW >> 24);
+	prefix[1] = (unsigned char) (SERVER_MAX_RAW >> 16);
+	prefix[2] = (unsigned char) (SERVER_MAX_RAW >> 8);
+	prefix[3] = (unsigned char) SERVER_MAX_RAW;
+	if (EnvelopeLz4RawLength(prefix, 4, SERVER_MAX_RAW, &rawlen) != ENVELOPE_OK ||
+		rawlen != SERVER_MAX_RAW)
+		Fail("the largest allowed raw length was refused");
+	prefix[3]++;
+	if (EnvelopeLz4RawLength(prefix, 4, SERVER_MAX_RAW, &rawlen) != ENVELOPE_LZ4_BAD_LENGTH)
+		Fail("a raw length past the limit was accepted");
+	memset(prefix, 0xff, 4);
+	if (EnvelopeLz4RawLength(prefix, 4, SIZE_MAX, &rawlen) != ENVELOPE_LZ4_BAD_LENGTH)
+		Fail("a raw length of 4 GiB was accepted");
+	if (EnvelopeLz4RawLength(prefix, 3, SERVER_MAX_RAW, &rawlen) != ENVELOPE_LZ4_TRUNCATED)
+		Fail("a 3-byte compressed payload was accepted");
+}
+
+static void
+WriteSeed(const char *dir, const char *name, const unsigned char *p, size_t len)
+{
+	char		path[4096];
+	FILE	   *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "wb");
+	if (f == NULL || fwrite(p, 1, len, f) != len || fclose(f) != 0)
+	{
+		fprintf(stderr, "could not write %s: %s\n", path, strerror(errno));
+		exit(1);
+	}
+}
+
+/* Write one seed: mode byte, kind byte, then the body. */
+static void
+Seed(const char *dir, const char *name, int mode, AtrestKind kind,
+	 const unsigned char *body, size_t len)
+{
+	unsigned char *buf = malloc(len + 2);
+
+	buf[0] = (unsigned char) mode;
+	buf[1] = (unsigned char) (kind - 1);
+	memcpy(buf + 2, body, len);
+	WriteSeed(dir, name, buf, len + 2);
+	free(buf);
+}
+
+static void
+WriteSeeds(const char *dir)
+{
+	static const char json[] = "{\"pages\": [{\"lines\": [\"ACME Corp\", \"Total 42.00\"]}], \"kind\": \"invoice\"}";
+	unsigned char big[600];
+	unsigned char lz[64];
+	Guarded		s;
+	size_t		slen;
+
+	mkdir(dir, 0755);
+	for (size_t i = 0; i < sizeof(big); i++)
+		big[i] = (unsigned char) ("lorem ipsum dolor "[i % 18]);
+
+	/* mode 0: authentic values, plain and compressed, and broken ones */
+	SealValue(ATREST_KIND_JSONB, (const unsigned char *) json, sizeof(json) - 1, &s);
+	slen = ENVELOPE_OVERHEAD + sizeof(json) - 1;
+	Seed(dir, "open-jsonb-plain", 0, ATREST_KIND_JSONB, s.p, slen);
+	Seed(dir, "open-jsonb-truncated", 0, ATREST_KIND_JSONB, s.p, slen - 9);
+	s.p[0] = 2;
+	Seed(dir, "open-bad-format", 0, ATREST_KIND_JSONB, s.p, slen);
+	GuardedFree(&s);
+
+	SealValue(ATREST_KIND_TEXT, big, sizeof(big), &s);
+	slen = s.maplen - PAGE - (size_t) (s.p - s.base);
+	Seed(dir, "open-text-lz4", 0, ATREST_KIND_TEXT, s.p, slen);
+	Seed(dir, "open-text-as-bytea", 0, ATREST_KIND_BYTEA, s.p, slen);
+	GuardedFree(&s);
+
+	SealValue(ATREST_KIND_BYTEA, (const unsigned char *) "", 0, &s);
+	Seed(dir, "open-bytea-empty", 0, ATREST_KIND_BYTEA, s.p, ENVELOPE_OVERHEAD);
+	GuardedFree(&s);
+
+	/* mode 1: payloads behind an authentic tag */
+	{
+		size_t		clen = EnvelopeLz4Compress((const char *) big, sizeof(big), (char *) lz);
+		unsigned char body[1 + sizeof(lz)];
+
+		if (clen == 0 || clen > sizeof(lz))
+			Fail("seed payload did not compress");
+		body[0] = ENVELOPE_FLAG_LZ4;
+		memcpy(body + 1, lz, clen);
+		Seed(dir, "pasttag-lz4-valid", 1, ATREST_KIND_TEXT, body, 1 + clen);
+		body[1] = 0x7f;			/* a raw length far beyond the data */
+		Seed(dir, "pasttag-lz4-huge-length", 1, ATREST_KIND_TEXT, body, 1 + clen);
+		body[1] = 0;
+		body[4] = 0;			/* a raw length shorter than the data */
+		Seed(dir, "pasttag-lz4-short-length", 1, ATREST_KIND_TEXT, body, 1 + clen);
+		Seed(dir, "pasttag-lz4-prefix-only", 1, ATREST_KIND_TEXT, body, 1 + 3);
+		body[0] = 0;
+		Seed(dir, "pasttag-plain", 1, ATREST_KIND_BYTEA, body, 1 + clen);
+	}
+
+	/* mode 2: plaintexts to seal, open and tamper with */
+	{
+		unsigned char body[3 + sizeof(big)];
+
+		body[0] = 0;
+		body[1] = 21;
+		body[2] = 0x80;
+		memcpy(body + 3, json, sizeof(json) - 1);
+		Seed(dir, "roundtrip-json", 2, ATREST_KIND_JSONB, body, 3 + sizeof(json) - 1);
+		memcpy(body + 3, big, sizeof(big));
+		body[1] = 40;
+		Seed(dir, "roundtrip-compressible", 2, ATREST_KIND_TEXT, body, 3 + sizeof(big));
+		Seed(dir, "roundtrip-empty", 2, ATREST_KIND_BYTEA, body, 3);
+	}
+
+	/* mode 3: headers */
+	{
+		unsigned char hdr[ENVELOPE_OVERHEAD] = {1, 0x11, 0, 3, 0, 0, 0, 2};
+
+		Seed(dir, "header-jsonb", 3, ATREST_KIND_JSONB, hdr, sizeof(hdr));
+		hdr[1] = 0x3f;
+		Seed(dir, "header-bad-flags", 3, ATREST_KIND_JSONB, hdr, sizeof(hdr));
+	}
+}
+
+int
+LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	const char *seeds = getenv("FUZZ_WRITE_SEEDS");
+
+	(void) argc;
+	(void) argv;
+	enc_ctx = EVP_CIPHER_CTX_new();
+	dec_ctx = EVP_CIPHER_CTX_new();
+	/* as the key cache does: the key schedule once, a nonce per value */
+	if (enc_ctx == NULL || dec_ctx == NULL ||
+		EVP_EncryptInit_ex(enc_ctx, EVP_aes_256_gcm(), NULL, test_key, NULL) != 1 ||
+		EVP_DecryptInit_ex(dec_ctx, EVP_aes_256_gcm(), NULL, test_key, NULL) != 1)
+		Fail("could not set up AES-256-GCM");
+	SelfTest();
+	if (seeds != NULL && seeds[0] != '\0')
+	{
+		WriteSeeds(seeds);
+		exit(0);
+	}
+	return 0;
+}
