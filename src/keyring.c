@@ -285,7 +285,7 @@ KeyClassLookup(const char *name, bool missing_ok)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("key class \"%s\" does not exist", name),
-				 errhint("Create it with atrest.create_key_class().")));
+				 errhint("Create it with atrest.create_key_class(); before restoring a dump, create the source's key classes.")));
 	return -1;
 }
 
