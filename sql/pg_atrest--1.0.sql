@@ -1039,7 +1039,9 @@ $$;
 
 ------------------------------------------------------------------------------
 -- Retention status.  cron_job_scheduled is NULL where pg_cron's tables are
--- not in this database (look in pg_cron's database).
+-- not in this database (look in pg_cron's database).  SECURITY DEFINER, so
+-- that a monitoring role needs only SELECT on the view and EXECUTE on this
+-- function, not rights on every table under a policy; it only counts rows.
 ------------------------------------------------------------------------------
 
 CREATE FUNCTION atrest._retention_status()
@@ -1047,7 +1049,7 @@ RETURNS TABLE (rel regclass, time_column name, ttl interval, builtin boolean,
                expired_rows bigint, cron_job text, cron_job_scheduled boolean,
                last_purge_at timestamptz, last_purge_rows bigint, last_purge_via text)
 LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     p       record;
