@@ -220,43 +220,86 @@ EnvelopeSeal(AtrestKind kind, int32 class_id, const char *plain, Size len)
 }
 
 /*
+ * Decrypt a sealed value in place, in a buffer that the caller owns (a
+ * detoasted copy).  Returns where the payload now starts; *len is its length.
+ */
+static char *
+OpenInPlace(AtrestKind kind, unsigned char *p, Size sealed_len,
+			const EnvelopeHeader *hdr, Size *len)
+{
+	DataKey    *dk = FindKeyOrFail(kind, hdr);
+	unsigned char *ct = p + ENVELOPE_HEADER_LEN + ENVELOPE_NONCE_LEN;
+	EnvelopeStatus st;
+
+	/* GCM decrypts in place; the tag after the ciphertext is not written */
+	st = EnvelopeDecrypt(dk->dec, p, sealed_len, ct);
+	if (unlikely(st != ENVELOPE_OK))
+		EnvelopeFail(kind, st, "decryption");
+	*len = sealed_len - ENVELOPE_OVERHEAD;
+	return (char *) ct;
+}
+
+/*
  * Open a sealed value: returns the plain type's varlena (jsonb, bytea or
  * text), in palloc'd memory.
+ *
+ * A value that came out of TOAST is a fresh palloc'd copy that nothing else
+ * sees: it is decrypted in place and freed once the plain value is built, so
+ * that opening a large value allocates what reading a plain one does (the
+ * result) and not two more buffers of its size.  Memory per row is what
+ * decides whether a scan makes malloc hand memory back to the kernel and
+ * fault it in again on every row (test/bench, docs/performance.md).  An
+ * inline value points into a shared buffer and is never written: it is
+ * decrypted into a buffer of its own.
  */
 struct varlena *
 EnvelopeOpen(AtrestKind kind, struct varlena *sealed)
 {
 	struct varlena *v = pg_detoast_datum_packed(sealed);
-	const unsigned char *p = (unsigned char *) VARDATA_ANY(v);
+	unsigned char *p = (unsigned char *) VARDATA_ANY(v);
 	Size		sealed_len = VARSIZE_ANY_EXHDR(v);
+	bool		own_copy = (v != sealed);
 	EnvelopeHeader hdr;
 	char	   *buf;
 	Size		len;
 
 	ParseHeader(kind, p, sealed_len, &hdr);
 
-	if ((hdr.flags & ENVELOPE_FLAG_LZ4) == 0)
+	if (!own_copy && (hdr.flags & ENVELOPE_FLAG_LZ4) == 0)
 	{
+		/* inline, not compressed: decrypt straight into the result */
 		buf = OpenPayload(kind, p, sealed_len, &hdr, VARHDRSZ, &len);
 		SET_VARSIZE(buf, VARHDRSZ + len);
 		return (struct varlena *) buf;
 	}
+
+	if (own_copy)
+		buf = OpenInPlace(kind, p, sealed_len, &hdr, &len);
+	else
+		buf = OpenPayload(kind, p, sealed_len, &hdr, 0, &len);
+
+	if ((hdr.flags & ENVELOPE_FLAG_LZ4) == 0)
+	{
+		/* our copy, not compressed: move the plaintext down behind a 4-byte header */
+		memmove(VARDATA(v), buf, len);
+		SET_VARSIZE(v, VARHDRSZ + len);
+		return v;
+	}
 	else
 	{
-		char	   *cbuf = OpenPayload(kind, p, sealed_len, &hdr, 0, &len);
 		uint32_t	rawlen = 0;
 		struct varlena *out;
 		EnvelopeStatus st;
 
-		st = EnvelopeLz4RawLength((unsigned char *) cbuf, len, MaxAllocSize - VARHDRSZ, &rawlen);
+		st = EnvelopeLz4RawLength((unsigned char *) buf, len, MaxAllocSize - VARHDRSZ, &rawlen);
 		if (st != ENVELOPE_OK)
 			EnvelopeFail(kind, st, "decryption");
 		out = (struct varlena *) palloc(VARHDRSZ + rawlen);
-		st = EnvelopeLz4Decompress((unsigned char *) cbuf, len, VARDATA(out), rawlen);
+		st = EnvelopeLz4Decompress((unsigned char *) buf, len, VARDATA(out), rawlen);
 		if (st != ENVELOPE_OK)
 			EnvelopeFail(kind, st, "decryption");
 		SET_VARSIZE(out, VARHDRSZ + rawlen);
-		pfree(cbuf);
+		pfree(own_copy ? (void *) v : (void *) buf);
 		return out;
 	}
 }
