@@ -18,9 +18,14 @@ DEMO_CHAPTERS=(
 	chapter_on_disk
 	chapter_read_back
 	chapter_rotation
+	chapter_store
 	chapter_cmk
 	chapter_key_status
 )
+
+# Chapters kept in files of their own.
+# shellcheck source=test/demo/store.sh
+source "$(dirname "${BASH_SOURCE[0]}")/demo/store.sh"
 
 # ---------------------------------------------------------------------------------------
 # Narration helpers
