@@ -1,0 +1,232 @@
+# Keys in a backend's memory: where they live, what a core dump gets, and what is left
+# after the key cache is dropped.
+#
+# The node uses a known service key (atrest.service_key_file), so the test knows 32 of the
+# key bytes in advance; the others (the database key and every data key) it reads out of
+# the backend's secure pages with gdb.  What each check proves:
+#
+#  1. /proc/PID/smaps: before the first key use the backend has no mapping that is locked
+#     (VmFlags "lo"), excluded from core dumps ("dd") and not inherited by children
+#     ("dc"); after it, it has such 4 KiB mappings, fully resident and locked (Locked =
+#     Size), and key_status agrees.  This proves the flags the kernel applies, not what is
+#     stored there.
+#  2. gdb "dump binary memory" of those pages: they hold exactly keys_held non-zero
+#     32-byte slots, one of them the known service key.  So the secure pages are where
+#     the keys are, and the test now knows every key the backend holds.
+#  3. A core dump made the way the kernel makes one (gdb's gcore honours MADV_DONTDUMP,
+#     like the kernel does): the service key and the database key are not in it; a dump
+#     with dump-excluded-mappings on has them (so the search works).  The data keys ARE in
+#     an ordinary core dump: OpenSSL keeps each data key's AES key schedule, whose first
+#     32 bytes are the key, in its own heap memory, which is neither locked nor excluded.
+#     That is recorded as a TODO test (known weakness), not hidden.
+#  4. After atrest.recheck_keys() (the cache is dropped): no byte string of any of those
+#     keys is left anywhere in the process, secure pages and heap included (a full dump
+#     with dump-excluded-mappings on).  This does not prove that no copy ever reached
+#     swap (the pages are locked before a key is written to them), CPU registers, the
+#     kernel, another backend (each has its own cache), or files such as the key file.
+#  5. With atrest.service_key_command, the hex text the command printed must not stay
+#     behind in the process either.
+#
+# Needs gdb (apt-get install gdb) for 2-5; without it they are skipped with a message.
+
+use strict;
+use warnings;
+
+use File::Temp ();
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use AtrestTest;
+
+# a service key that is easy to recognise and cannot occur by chance
+my $svc_hex = '9f3c6a0152e8b7d4c1a0f98e7d6c5b4a3928170615f4e3d2c1b0a99887766554';
+my $svc = pack('H*', $svc_hex);
+
+my $have_gdb = system('command -v gdb >/dev/null 2>&1 && command -v gcore >/dev/null 2>&1') == 0;
+
+my $node = atrest_node('keysmem', cron => 0, pkcs11 => 0, start => 0);
+my $keyfile = $node->basedir . '/service.key';
+PostgreSQL::Test::Utils::append_to_file($keyfile, "$svc_hex\n");
+chmod 0600, $keyfile;
+$node->append_conf('postgresql.conf',
+	"atrest.service_key_file = '$keyfile'\natrest.key_cache_ttl = 3600\n");
+$node->start;
+$node->safe_psql('postgres', 'CREATE EXTENSION pg_atrest');
+$node->safe_psql('postgres',
+	q{CREATE TABLE t (id int, doc atrest.encrypted_jsonb(result), note atrest.encrypted_text);
+	  INSERT INTO t VALUES (1, '{"a": 1}', 'hello');
+	  SELECT atrest.rotate_data_key('model');});
+
+# The locked, no-dump, no-fork mappings of a process: [start, end, size kB, locked kB].
+sub secure_mappings
+{
+	my ($pid) = @_;
+	my @maps;
+	my $cur;
+	open my $fh, '<', "/proc/$pid/smaps" or die "could not open /proc/$pid/smaps: $!";
+	while (my $line = <$fh>)
+	{
+		if ($line =~ /^([0-9a-f]+)-([0-9a-f]+) /)
+		{
+			$cur = { start => hex($1), end => hex($2), size => 0, locked => 0 };
+		}
+		elsif ($line =~ /^Size:\s+(\d+) kB/) { $cur->{size} = $1; }
+		elsif ($line =~ /^Locked:\s+(\d+) kB/) { $cur->{locked} = $1; }
+		elsif ($line =~ /^VmFlags:(.*)$/)
+		{
+			my %f = map { $_ => 1 } split ' ', $1;
+			push @maps, $cur if $f{lo} && $f{dd} && $f{dc};
+		}
+	}
+	close $fh;
+	return @maps;
+}
+
+sub slurp_raw
+{
+	my ($path) = @_;
+	open my $fh, '<:raw', $path or die "could not open $path: $!";
+	local $/;
+	my $data = <$fh>;
+	close $fh;
+	return $data;
+}
+
+sub count_in
+{
+	my ($hay, $needle) = @_;
+	my ($n, $pos) = (0, 0);
+	while (($pos = index($hay, $needle, $pos)) >= 0) { $n++; $pos++; }
+	return $n;
+}
+
+my $tmp = File::Temp->newdir('atrest_mem_XXXX', TMPDIR => 1);
+
+# A core dump of the process: honouring MADV_DONTDUMP as the kernel does, or not.
+sub core_dump
+{
+	my ($pid, $name, $all) = @_;
+	my $file = "$tmp/$name";
+	my @cmd = ('gdb', '-nx', '-p', $pid, '-batch');
+	push @cmd, '-ex', 'set dump-excluded-mappings on' if $all;
+	push @cmd, '-ex', "gcore $file";
+	my ($out, $err) = run_command(\@cmd);
+	die "gdb could not dump process $pid:\n$out\n$err" unless -s $file;
+	my $data = slurp_raw($file);
+	unlink $file;
+	return $data;
+}
+
+# The bytes of the secure mappings, read with gdb.
+sub secure_bytes
+{
+	my ($pid, @maps) = @_;
+	my $bytes = '';
+	foreach my $m (@maps)
+	{
+		my $file = "$tmp/secure";
+		my ($out, $err) = run_command([
+			'gdb', '-nx', '-p', $pid, '-batch', '-ex',
+			sprintf('dump binary memory %s 0x%x 0x%x', $file, $m->{start}, $m->{end}) ]);
+		die "gdb could not read the secure pages:\n$out\n$err" unless -s $file;
+		$bytes .= slurp_raw($file);
+		unlink $file;
+	}
+	return $bytes;
+}
+
+# --- 1. smaps ---------------------------------------------------------------------------
+my $s = $node->background_psql('postgres');
+my $pid = $s->query_safe('SELECT pg_backend_pid()');
+$s->query_safe('SELECT count(*) FROM pg_class');
+my @before = secure_mappings($pid);
+is(scalar(@before), 0, 'no locked, no-dump mapping before the first key use');
+
+is($s->query_safe(q{SELECT doc::text || note FROM t}), '{"a": 1}hello', 'first key use decrypts');
+my @after = secure_mappings($pid);
+cmp_ok(scalar(@after), '>=', 1, 'after first key use: a mapping with VmFlags lo, dd and dc');
+is_deeply([ map { $_->{size} % 4 } @after ], [ map { 0 } @after ], 'the secure mappings are whole 4 KiB pages');
+is_deeply([ map { $_->{locked} } @after ], [ map { $_->{size} } @after ],
+	'every page of the secure mappings is locked in RAM (Locked = Size)');
+my ($locked, $held) = split /\|/,
+  $s->query_safe('SELECT memory_locked, keys_held FROM atrest._session_key_state()');
+is($locked, 't', 'key_status: session memory locked');
+my $expect_held = $s->query_safe('SELECT count(*) + 2 FROM atrest.data_keys');
+is($held, $expect_held, 'the session holds the service key, the database key and every data key');
+
+SKIP:
+{
+	skip 'gdb is not installed (apt-get install gdb): core dump checks skipped', 15 unless $have_gdb;
+
+	# --- 2. what the secure pages hold -----------------------------------------------------
+	my $page = secure_bytes($pid, @after);
+	my @slots = grep { $_ ne "\0" x 32 } unpack('(a32)*', $page);
+	is(scalar(@slots), $held, 'the secure pages hold exactly keys_held non-zero 32-byte slots');
+	is(scalar(grep { $_ eq $svc } @slots), 1, 'one slot is the known service key');
+	my @dbk_and_svc = grep { $_ ne $svc } @slots[0 .. 1];
+	# The first slots are the database key and the service key (load order: database key
+	# slot, then the service key, then the data keys); the rest are data keys.
+	my %is_data = map { $_ => 1 } @slots[2 .. $#slots];
+	is(scalar(@dbk_and_svc), 1, 'the first two slots are the database key and the service key');
+	my $dbk = $dbk_and_svc[0];
+
+	# --- 3. core dumps while the keys are loaded -------------------------------------------
+	my $full = core_dump($pid, 'full', 1);
+	ok(count_in($full, $svc) >= 1, 'a dump including excluded mappings has the service key (the search works)');
+	ok(count_in($full, $dbk) >= 1, '... and the database key');
+	is(scalar(grep { count_in($full, $_) == 0 } keys %is_data), 0, '... and every data key');
+	undef $full;
+
+	my $core = core_dump($pid, 'core', 0);
+	ok(length($core) > 1_000_000, 'gcore made an ordinary core dump');
+	is(count_in($core, $svc), 0, 'the service key is not in an ordinary core dump');
+	is(count_in($core, $dbk), 0, 'the database key is not in an ordinary core dump');
+	is(count_in($core, $svc_hex), 0, 'nor the hex text of the service key');
+	my $data_in_core = scalar(grep { count_in($core, $_) > 0 } keys %is_data);
+	undef $core;
+  TODO:
+	{
+		local $TODO = 'OpenSSL keeps each data key\'s AES key schedule (which starts with the key) '
+		  . 'in its own heap, outside the locked no-dump pages';
+		is($data_in_core, 0, 'no data key is in an ordinary core dump');
+	}
+	note("data keys found in an ordinary core dump: $data_in_core of " . scalar(keys %is_data));
+
+	# --- 4. after the cache is dropped ---------------------------------------------------
+	$s->query_safe('SELECT atrest.recheck_keys()');
+	is($s->query_safe('SELECT keys_held FROM atrest._session_key_state()'), 0,
+		'after recheck_keys the session holds no key');
+	my @still = secure_mappings($pid);
+	my $wiped = secure_bytes($pid, @still);
+	is($wiped =~ tr/\0//c, 0, 'the secure pages are all zero bytes');
+	$full = core_dump($pid, 'after', 1);
+	my @left = grep { count_in($full, $_) > 0 } ($svc, $dbk, keys %is_data);
+	is(scalar(@left), 0,
+		'no key (service, database or data key) is left anywhere in the process memory');
+	is(count_in($full, $svc_hex), 0, 'nor the hex text of the service key');
+	undef $full;
+}
+
+# and the session goes on working: the keys come back on the next use
+is($s->query_safe(q{SELECT note::text FROM t}), 'hello', 'keys reload on the next use');
+$s->quit;
+
+# --- 5. a service key from atrest.service_key_command --------------------------------------
+SKIP:
+{
+	skip 'gdb is not installed: service_key_command check skipped', 2 unless $have_gdb;
+
+	$node->append_conf('postgresql.conf', "atrest.service_key_command = 'cat $keyfile'\n");
+	$node->reload;
+	my $c = $node->background_psql('postgres');
+	my $cpid = $c->query_safe('SELECT pg_backend_pid()');
+	is($c->query_safe(q{SELECT note::text FROM t}), 'hello', 'service_key_command: values read');
+	my $full = core_dump($cpid, 'cmd', 1);
+	is(count_in($full, $svc_hex), 0,
+		'the hex text printed by service_key_command is not left in the process');
+	undef $full;
+	$c->quit;
+}
+
+$node->stop;
+done_testing();
