@@ -1,0 +1,1092 @@
+#!/usr/bin/perl
+#
+# bench.pl: pg_atrest's benchmarks, run by test/bench/run inside "test/sandbox bench".
+#
+# Runs as root with the sandbox cluster up (PGHOST, PGPORT, ATREST_SANDBOX, PG_BIN in the
+# environment); psql and pgbench run as the postgres OS user.  Everything happens in a
+# database of its own, atrest_bench, in the throwaway sandbox cluster.
+#
+# Sections (all by default; --only picks some, for development):
+#   data     generate the analyze results (gen_analyze_result.pl) into a staging table
+#   insert   bulk INSERT ... SELECT of every row into each variant          (needs data)
+#   read     read every row back as JSON text                               (needs insert)
+#   lookup   point lookups by id, pgbench, 4 clients                        (needs insert)
+#   size     heap + TOAST size of each variant                              (needs insert)
+#   keyops   rotate_database_key, enable_cmk, disable_cmk against row counts
+#   provider root-key provider calls of a backend reading 100,000 values   (needs keyops)
+#   purge    atrest.purge_expired() over expired results, under 4 clients  (when the store exists)
+#
+# Method: the variants get the same rows in the same run; every workload is repeated and
+# the repeats are interleaved (each round visits the variants in a rotated order, so
+# that no variant always runs first or last); the median of the repeats is reported with
+# its ratio to plain jsonb.  Timing goals are reported (met or missed), never asserted.
+#
+# Outputs, under test/bench/results/ (git-ignored): bench.csv (every measurement),
+# summary.csv, summary.md (the tables for docs/performance.md), bench.png (the chart),
+# machine.txt.
+
+use strict;
+use warnings;
+
+use Cwd qw(abs_path);
+use File::Basename qw(dirname);
+use File::Path qw(make_path remove_tree);
+use Getopt::Long;
+use POSIX qw(strftime floor WNOHANG);
+use Time::HiRes qw(time sleep);
+
+$| = 1;
+
+my $here = dirname(abs_path($0));
+my $results = "$here/results";
+my $SB = $ENV{ATREST_SANDBOX} or die "bench.pl: ATREST_SANDBOX is not set (run test/sandbox bench)\n";
+my $PG_BIN = $ENV{PG_BIN} // '/usr/lib/postgresql/15/bin';
+my $RUNUSER = -x '/usr/sbin/runuser' ? '/usr/sbin/runuser' : '/sbin/runuser';
+my $DB = 'atrest_bench';
+my $work = "$SB/bench";
+
+my $quick = 0;
+my $only = '';
+GetOptions('quick' => \$quick, 'only=s' => \$only,
+	'help' => sub { system('sed', '-n', '2,26p', $0); exit 0; })
+  or die "usage: test/sandbox bench [--quick] [--only SECTION,...]\n";
+
+# ---------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------
+
+my %C = $quick
+  ? (rows => 1000, repeats => 3, lookup_seconds => 2, keyop_sizes => [ 10_000, 100_000 ],
+	keyop_repeats => 5, provider_reads => 100_000, ttl_seconds => 3,
+	purge_rows => 50_000, purge_live => 1000)
+  : (rows => 20_000, repeats => 5, lookup_seconds => 6, keyop_sizes => [ 10_000, 100_000, 1_000_000 ],
+	keyop_repeats => 15, provider_reads => 100_000, ttl_seconds => 5,
+	purge_rows => 1_000_000, purge_live => 10_000);
+$C{rows} = $ENV{ATREST_BENCH_ROWS} if $ENV{ATREST_BENCH_ROWS};
+$C{repeats} = $ENV{ATREST_BENCH_REPEATS} if $ENV{ATREST_BENCH_REPEATS};
+$C{lookup_seconds} = $ENV{ATREST_BENCH_LOOKUP_SECONDS} if $ENV{ATREST_BENCH_LOOKUP_SECONDS};
+$C{seed} = $ENV{ATREST_BENCH_SEED} // 42;
+$C{cmk_uri} = $ENV{ATREST_BENCH_CMK_URI} // 'pkcs11:token=atrest;object=cmk';
+$C{clients} = 4;
+
+my %want = map { $_ => 1 } ($only ? split(/,/, $only)
+	: qw(data insert read lookup size keyops provider purge));
+$want{data} = 1 if $want{insert} || $want{read} || $want{lookup} || $want{size};
+$want{insert} = 1 if $want{read} || $want{lookup} || $want{size};
+$want{keyops} = 1 if $want{provider};
+
+# The variants: same rows, same statements, different column types.
+my $PASS = 'bench passphrase 7f3a';
+my $AESKEY = "'\\x000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f'::bytea";
+my @VARIANTS = (
+	{ name => 'jsonb', label => 'jsonb', col => 'doc jsonb',
+	  put => 'doc', get => 'doc::text' },
+	{ name => 'lz4', label => 'jsonb lz4', col => 'doc jsonb COMPRESSION lz4',
+	  put => 'doc', get => 'doc::text' },
+	{ name => 'atrest', label => 'encrypted_jsonb', col => 'doc atrest.encrypted_jsonb(result)',
+	  put => 'doc', get => 'doc::text' },
+	{ name => 'pgp', label => 'pgp_sym_encrypt', col => 'doc bytea',
+	  put => "pgp_sym_encrypt(doc::text, '$PASS', 'cipher-algo=aes256')",
+	  get => "pgp_sym_decrypt(doc, '$PASS')" },
+	{ name => 'aes', label => 'encrypt aes', col => 'doc bytea',
+	  put => "encrypt(convert_to(doc::text, 'UTF8'), $AESKEY, 'aes')",
+	  get => "convert_from(decrypt(doc, $AESKEY, 'aes'), 'UTF8')" },
+);
+
+# ---------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------
+
+my @RAW;		# [section, workload, variant, rows, repeat, value, unit]
+my %MED;		# "$section/$workload/$variant/$rows" => median
+my @NOTES;		# lines for the report
+my @CHILDREN;	# processes to stop on exit
+my $perf_probes = 0;
+
+sub note { push @NOTES, $_[0]; print "   $_[0]\n"; }
+sub step { print '==> ', strftime('%H:%M:%S', localtime), " $_[0]\n"; }
+
+sub median
+{
+	my @s = sort { $a <=> $b } @_;
+	return undef unless @s;
+	return $s[$#s / 2] if @s % 2;
+	return ($s[ @s / 2 - 1 ] + $s[ @s / 2 ]) / 2;
+}
+
+sub min_of { my @s = sort { $a <=> $b } @_; return $s[0]; }
+
+sub record
+{
+	my ($section, $workload, $variant, $rows, $repeat, $value, $unit) = @_;
+	push @RAW, [ $section, $workload, $variant, $rows, $repeat, $value, $unit ];
+}
+
+sub med
+{
+	my ($section, $workload, $variant, $rows) = @_;
+	my $key = "$section/$workload/$variant/$rows";
+	return $MED{$key} if exists $MED{$key};
+	my @v = map { $_->[5] } grep {
+		$_->[0] eq $section && $_->[1] eq $workload && $_->[2] eq $variant && $_->[3] eq $rows
+	} @RAW;
+	return $MED{$key} = median(@v);
+}
+
+sub slurp
+{
+	my $f = shift;
+	open(my $fh, '<', $f) or return '';
+	local $/;
+	my $s = <$fh>;
+	close $fh;
+	return $s // '';
+}
+
+sub spew
+{
+	my ($f, $s) = @_;
+	open(my $fh, '>', $f) or die "cannot write $f: $!\n";
+	print $fh $s;
+	close $fh;
+}
+
+# Run SQL in one psql session as postgres; returns its output (-At format).  Dies on
+# error unless allow_fail, in which case it returns (undef, stderr).
+my $qn = 0;
+sub psql
+{
+	my ($sql, %o) = @_;
+	my $db = $o{db} // $DB;
+	my $f = sprintf('%s/q%04d.sql', $work, ++$qn);
+	spew($f, $sql . "\n");
+	chmod 0644, $f;
+	my $out = `$RUNUSER -u postgres -- $PG_BIN/psql -X -q -At -v ON_ERROR_STOP=1 -d $db -f $f 2>$work/psql.err`;
+	my $rc = $?;
+	my $err = slurp("$work/psql.err");
+	if ($rc != 0)
+	{
+		return (undef, $err) if $o{allow_fail};
+		die "bench.pl: psql failed on $f:\n$err\n";
+	}
+	unlink $f;
+	return wantarray ? ($out, $err) : $out;
+}
+
+sub psql1
+{
+	my $out = psql(@_);
+	chomp $out;
+	return $out;
+}
+
+# Run "pre" untimed, then each statement of @stmts timed (psql \timing: from sending the
+# statement to receiving its whole result, in one session).  Returns ([ms...], [lines]).
+sub timed { return timed_db($DB, @_); }
+
+sub timed_db
+{
+	my ($db, $pre, @stmts) = @_;
+	my $sql = ($pre ? "$pre\n" : '') . "\\timing on\n" . join("\n", @stmts) . "\n\\timing off\n";
+	my $out = psql($sql, db => $db);
+	my @t = ($out =~ /^Time: ([\d.]+) ms/mg);
+	die "bench.pl: expected " . scalar(@stmts) . " timings, got " . scalar(@t) . ":\n$out\n"
+	  unless @t == @stmts;
+	my @lines = grep { $_ ne '' && !/^Time: / } split /\n/, $out;
+	return (\@t, \@lines);
+}
+
+# Like timed() for one statement, and also the backend's own CPU time and run-queue wait
+# over that statement, from /proc/self/schedstat (nanoseconds on a CPU, nanoseconds
+# runnable but waiting for one): on a shared machine the wall-clock time includes
+# waiting for a CPU, the CPU time does not.  Returns (ms, cpu s, wait s, [lines]).
+sub timed_cpu
+{
+	my ($pre, $stmt) = @_;
+	my $ss = "SELECT 'schedstat ' || pg_read_file('/proc/self/schedstat');";
+	my $sql = ($pre ? "$pre\n" : '') . "$ss\n\\timing on\n$stmt\n\\timing off\n$ss\n";
+	my $out = psql($sql);
+	my @t = ($out =~ /^Time: ([\d.]+) ms/mg);
+	my @ss = ($out =~ /^schedstat (\d+) (\d+)/mg);
+	die "bench.pl: no timing or schedstat in:\n$out\n" unless @t == 1 && @ss == 4;
+	my @lines = grep { $_ ne '' && !/^Time: / && !/^schedstat / } split /\n/, $out;
+	return ($t[0], ($ss[2] - $ss[0]) / 1e9, ($ss[3] - $ss[1]) / 1e9, \@lines);
+}
+
+sub pgbench
+{
+	my ($script, $seconds, %o) = @_;
+	my @args = ('-n', '-M', 'prepared', '-c', $C{clients}, '-j', 2, '-T', $seconds, '-f', $script);
+	push @args, '-l', "--log-prefix=$o{log}" if $o{log};
+	my $cmd = join(' ', $RUNUSER, '-u', 'postgres', '--', "$PG_BIN/pgbench", @args, $DB);
+	my $out = `$cmd 2>&1`;
+	die "bench.pl: pgbench failed:\n$out\n" if $?;
+	my ($tps) = $out =~ /tps = ([\d.]+) \(without initial connection time\)/;
+	my ($lat) = $out =~ /latency average = ([\d.]+) ms/;
+	my ($failed) = $out =~ /number of failed transactions: (\d+)/;
+	die "bench.pl: no tps in pgbench output:\n$out\n" unless defined $tps;
+	return ($tps, $lat, $failed // 0);
+}
+
+sub rotated
+{
+	my ($round, @list) = @_;
+	my $k = $round % @list;
+	return (@list[ $k .. $#list ], @list[ 0 .. $k - 1 ]);
+}
+
+sub fmt
+{
+	my ($v, $d) = @_;
+	return 'n/a' unless defined $v;
+	return sprintf("%.${d}f", $v);
+}
+
+sub ratio_str { my ($a, $b) = @_; return (defined $a && defined $b && $b > 0) ? sprintf('%.2fx', $a / $b) : 'n/a'; }
+
+sub commify
+{
+	my $n = reverse shift;
+	$n =~ s/(\d{3})(?=\d)/$1,/g;
+	return scalar reverse $n;
+}
+
+sub cleanup
+{
+	for my $pid (@CHILDREN)
+	{
+		kill 'TERM', $pid;
+		waitpid($pid, 0);
+	}
+	@CHILDREN = ();
+	if ($perf_probes)
+	{
+		system("perf probe -q -d 'atrestbench:*' >/dev/null 2>&1");
+		$perf_probes = 0;
+	}
+}
+END { cleanup(); }
+$SIG{INT} = $SIG{TERM} = sub { cleanup(); exit 130; };
+
+# ---------------------------------------------------------------------------------------
+# Set-up
+# ---------------------------------------------------------------------------------------
+
+make_path($results, $work);
+system('chown', 'postgres:postgres', $work) == 0 or die "chown $work failed\n";
+chdir $SB or die "cannot enter $SB: $!\n";
+my $t_start = time;
+
+my $nproc = `nproc`; chomp $nproc;
+my ($cpu) = `lscpu` =~ /^Model name:\s*(.+)$/m;
+my ($mem_kb) = slurp('/proc/meminfo') =~ /^MemTotal:\s+(\d+)/m;
+my $load_start = (split ' ', slurp('/proc/loadavg'))[0];
+my $pg_version = psql1('SHOW server_version', db => 'postgres');
+my $openssl = `openssl version 2>/dev/null`; chomp $openssl;
+
+step(sprintf('pg_atrest benchmarks (%s): %d cores, %s, %.1f GB, PostgreSQL %s, load %s',
+	$quick ? 'quick' : 'full', $nproc, $cpu // '?', ($mem_kb // 0) / 1048576, $pg_version, $load_start));
+
+psql("DROP DATABASE IF EXISTS $DB;\nCREATE DATABASE $DB;", db => 'postgres');
+# Fewer, predictable checkpoints: every timed statement starts right after one.
+psql("ALTER SYSTEM SET max_wal_size = '8GB';\nALTER SYSTEM SET checkpoint_timeout = '30min';\n"
+	  . "SELECT pg_reload_conf();", db => 'postgres');
+psql("CREATE EXTENSION pg_atrest;\nCREATE EXTENSION pgcrypto;");
+
+unless (psql1("SELECT 'lz4' = ANY (enumvals) FROM pg_settings WHERE name = 'default_toast_compression'") eq 't')
+{
+	note('this PostgreSQL has no lz4 TOAST compression: the "jsonb lz4" variant is left out');
+	@VARIANTS = grep { $_->{name} ne 'lz4' } @VARIANTS;
+}
+
+# ---------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------
+
+my %DATA;
+if ($want{data})
+{
+	step("generating $C{rows} analyze results (seed $C{seed}) into a staging table");
+	# EXTERNAL: the staging copy is stored uncompressed, so reading it costs every
+	# variant the same and little.
+	psql("CREATE TABLE staging (id int PRIMARY KEY, doc jsonb) WITH (autovacuum_enabled = off);\n"
+		  . "ALTER TABLE staging ALTER doc SET STORAGE external;");
+	my $t0 = time;
+	my $half = int($C{rows} / 2);
+	my @parts = ([ 1, $half ], [ $half + 1, $C{rows} - $half ]);
+	my @pids;
+	unlink glob("$work/gen*.err");
+	for my $p (@parts)
+	{
+		next if $p->[1] <= 0;
+		my $pid = fork() // die "fork: $!\n";
+		if ($pid == 0)
+		{
+			exec('/bin/sh', '-c',
+				"perl '$here/gen_analyze_result.pl' --first $p->[0] --rows $p->[1] --seed $C{seed} 2>$work/gen$p->[0].err | "
+				  . "$RUNUSER -u postgres -- $PG_BIN/psql -X -q -v ON_ERROR_STOP=1 -d $DB "
+				  . "-c 'COPY staging (id, doc) FROM STDIN'")
+			  or POSIX::_exit(127);
+		}
+		push @pids, $pid;
+	}
+	for my $pid (@pids)
+	{
+		waitpid($pid, 0);
+		die "bench.pl: loading the generated documents failed\n" if $?;
+	}
+	psql("VACUUM ANALYZE staging;\nCHECKPOINT;");
+	my $s = psql1("SELECT count(*), round(avg(length(doc::text))), min(length(doc::text)), "
+		  . "max(length(doc::text)), round(avg(pg_column_size(doc))), sum(length(doc::text)) FROM staging");
+	@DATA{qw(rows avg_text min_text max_text avg_jsonb sum_text)} = split /\|/, $s;
+	my $compact = 0;
+	$compact += $_ for map { slurp($_) =~ /(\d+) bytes of JSON/ ? $1 : 0 } glob("$work/gen*.err");
+	$DATA{avg_compact} = $compact / $DATA{rows};
+	note(sprintf('%d documents in %.1f s: compact JSON %.1f KB on average; as jsonb prints it %.1f KB (%.1f to %.1f KB); '
+		  . 'jsonb binary %.1f KB', $DATA{rows}, time - $t0, $DATA{avg_compact} / 1024, $DATA{avg_text} / 1024,
+		$DATA{min_text} / 1024, $DATA{max_text} / 1024, $DATA{avg_jsonb} / 1024));
+
+	for my $v (@VARIANTS)
+	{
+		psql("CREATE TABLE b_$v->{name} (id int PRIMARY KEY, $v->{col}) "
+			  . "WITH (autovacuum_enabled = off, toast.autovacuum_enabled = off);");
+	}
+}
+
+# ---------------------------------------------------------------------------------------
+# Bulk insert, size
+# ---------------------------------------------------------------------------------------
+
+my $N = $DATA{rows} // 0;
+if ($want{insert})
+{
+	step("bulk insert: INSERT INTO <variant> SELECT ... FROM staging ($N rows), $C{repeats} rounds");
+	for my $r (1 .. $C{repeats})
+	{
+		my @line;
+		for my $v (rotated($r - 1, @VARIANTS))
+		{
+			my $t = "b_$v->{name}";
+			my ($ms, $cpu, $wait) = timed_cpu("TRUNCATE $t;\nCHECKPOINT;",
+				"INSERT INTO $t (id, doc) SELECT id, $v->{put} FROM staging;");
+			record('data', 'insert', $v->{name}, $N, $r, $ms / 1000, 's');
+			record('data', 'insert_cpu', $v->{name}, $N, $r, $cpu, 's');
+			record('data', 'insert_wait', $v->{name}, $N, $r, $wait, 's');
+			my ($heap, $total) = split /\|/, psql1("SELECT pg_table_size('$t'), pg_total_relation_size('$t')");
+			record('data', 'size', $v->{name}, $N, $r, $heap / 1048576, 'MB');
+			record('data', 'size_total', $v->{name}, $N, $r, $total / 1048576, 'MB');
+			push @line, sprintf('%s %.2f s (cpu %.2f)', $v->{label}, $ms / 1000, $cpu);
+		}
+		print "   round $r: ", join(', ', @line), "\n";
+	}
+	psql(join("\n", map { "VACUUM (ANALYZE) b_$_->{name};" } @VARIANTS) . "\nCHECKPOINT;");
+	for my $v (@VARIANTS)
+	{
+		my $s = psql1("SELECT round(avg(pg_column_size(doc))) FROM b_$v->{name}");
+		record('data', 'value_bytes', $v->{name}, $N, 1, $s, 'bytes');
+	}
+	my $env = psql1("SELECT count(*) FILTER (WHERE (atrest.envelope(doc)).compressed), count(*) FROM b_atrest");
+	my ($comp, $all) = split /\|/, $env;
+	note("encrypted_jsonb: $comp of $all values stored LZ4-compressed before encryption");
+}
+
+# ---------------------------------------------------------------------------------------
+# Full read
+# ---------------------------------------------------------------------------------------
+
+if ($want{read})
+{
+	step("full read: SELECT sum(length(<doc as JSON text>)) FROM <variant>, $C{repeats} rounds");
+	my %sum;
+	for my $r (1 .. $C{repeats})
+	{
+		my @line;
+		for my $v (rotated($r - 1, @VARIANTS))
+		{
+			my ($ms, $cpu, $wait, $out) = timed_cpu(undef, "SELECT sum(length($v->{get})) FROM b_$v->{name};");
+			$sum{ $v->{name} } = $out->[0];
+			record('data', 'read', $v->{name}, $N, $r, $ms / 1000, 's');
+			record('data', 'read_cpu', $v->{name}, $N, $r, $cpu, 's');
+			record('data', 'read_wait', $v->{name}, $N, $r, $wait, 's');
+			push @line, sprintf('%s %.2f s (cpu %.2f)', $v->{label}, $ms / 1000, $cpu);
+		}
+		print "   round $r: ", join(', ', @line), "\n";
+	}
+	my @bad = grep { $sum{$_} ne $sum{jsonb} } sort keys %sum;
+	note("WARNING: the variants do not read back the same text: @bad") if @bad;
+}
+
+# ---------------------------------------------------------------------------------------
+# Point lookups
+# ---------------------------------------------------------------------------------------
+
+if ($want{lookup})
+{
+	step("point lookups: pgbench, $C{clients} clients, $C{repeats} rounds of $C{lookup_seconds} s per variant");
+	for my $v (@VARIANTS)
+	{
+		my $f = "$work/lookup_$v->{name}.sql";
+		spew($f, "\\set id random(1, $N)\nSELECT $v->{get} FROM b_$v->{name} WHERE id = :id;\n");
+		chmod 0644, $f;
+	}
+	for my $r (1 .. $C{repeats})
+	{
+		my @line;
+		for my $v (rotated($r - 1, @VARIANTS))
+		{
+			my ($tps, $lat) = pgbench("$work/lookup_$v->{name}.sql", $C{lookup_seconds});
+			record('data', 'lookup', $v->{name}, $N, $r, $tps, 'tps');
+			record('data', 'lookup_latency', $v->{name}, $N, $r, $lat, 'ms');
+			push @line, sprintf('%s %.0f', $v->{label}, $tps);
+		}
+		print "   round $r (TPS): ", join(', ', @line), "\n";
+	}
+}
+
+# ---------------------------------------------------------------------------------------
+# Key operations against the number of encrypted rows
+# ---------------------------------------------------------------------------------------
+
+my $cmk = 0;
+my @KEYOPS;
+my $pkcs11_module = '';
+my %KDB;	# row count => database holding that many encrypted rows
+if ($want{keyops})
+{
+	step('key operations: is the PKCS#11 provider usable?');
+	my ($kv, $err) = psql("SELECT atrest.provider_selftest('pkcs11', '$C{cmk_uri}')", allow_fail => 1);
+	if (defined $kv)
+	{
+		chomp $kv;
+		$cmk = 1;
+		$pkcs11_module = psql1('SHOW atrest.pkcs11_module');
+		note("provider_selftest('pkcs11', '$C{cmk_uri}'): ok, key version $kv ($pkcs11_module)");
+	}
+	else
+	{
+		$err =~ s/\s+$//;
+		note("no usable PKCS#11 key ($err): enable_cmk and disable_cmk are not measured");
+	}
+	@KEYOPS = ([ 'rotate', 'rotate_database_key() (service key)', 'SELECT atrest.rotate_database_key();' ]);
+	push @KEYOPS,
+	  [ 'enable_cmk', 'enable_cmk() (SoftHSM)', "SELECT atrest.enable_cmk('pkcs11', '$C{cmk_uri}');" ],
+	  [ 'rotate_cmk', 'rotate_database_key() (under the CMK)', 'SELECT atrest.rotate_database_key();' ],
+	  [ 'disable_cmk', 'disable_cmk()', 'SELECT atrest.disable_cmk();' ]
+	  if $cmk;
+
+	# One database per row count, each with its own key hierarchy, so that the rounds can
+	# visit them in turn (interleaved, like the other workloads).
+	for my $size (@{ $C{keyop_sizes} })
+	{
+		my $db = "atrest_bench_k$size";
+		$KDB{$size} = $db;
+		my $t0 = time;
+		psql("DROP DATABASE IF EXISTS $db;\nCREATE DATABASE $db;", db => 'postgres');
+		psql("CREATE EXTENSION pg_atrest;\n"
+			  . "CREATE TABLE k (id int, v atrest.encrypted_jsonb(result)) WITH (autovacuum_enabled = off);\n"
+			  . "INSERT INTO k SELECT g, jsonb_build_object('id', g, 'note', md5(g::text)) "
+			  . "FROM generate_series(1, $size) g;\nVACUUM ANALYZE k;", db => $db);
+		note(sprintf('key operations: %s encrypted rows loaded into %s in %.1f s', commify($size), $db, time - $t0));
+	}
+	psql('CHECKPOINT;');
+	step(sprintf('key operations: %d rounds over %s encrypted rows', $C{keyop_repeats},
+		join(', ', map { commify($_) } @{ $C{keyop_sizes} })));
+	# Each round opens a session per database, warms it up untimed (the key cache, and the
+	# PKCS#11 module's load and login, which a session pays once), then times each
+	# operation in its own transaction.
+	my $warm = 'SELECT count(v::jsonb) FROM k WHERE id = 1;'
+	  . ($cmk ? "\nSELECT atrest.provider_selftest('pkcs11', '$C{cmk_uri}');" : '');
+	for my $r (1 .. $C{keyop_repeats})
+	{
+		for my $size (rotated($r - 1, @{ $C{keyop_sizes} }))
+		{
+			my ($ms) = timed_db($KDB{$size}, $warm, map { $_->[2] } @KEYOPS);
+			my $i = 0;
+			record('keys', $_->[0], 'atrest', $size, $r, $ms->[ $i++ ], 'ms') for @KEYOPS;
+		}
+	}
+	for my $size (@{ $C{keyop_sizes} })
+	{
+		print "   ", commify($size), ' rows: ',
+		  join(', ', map { sprintf('%s %.1f ms', $_->[0], med('keys', $_->[0], 'atrest', $size)) } @KEYOPS), "\n";
+		# The values are untouched by all this and still open.
+		my $step = $size >= 100_000 ? 997 : 97;
+		my $ok = psql1("SELECT count(*) = count(*) FILTER (WHERE (v->>'id')::int = id) AND count(*) = $size / $step "
+			  . "FROM k WHERE id % $step = 0", db => $KDB{$size});
+		die "bench.pl: values do not read back after the key operations\n" unless $ok eq 't';
+	}
+}
+
+# ---------------------------------------------------------------------------------------
+# Root-key provider calls
+# ---------------------------------------------------------------------------------------
+
+my %PROV;
+sub perf_setup
+{
+	return 0 unless $pkcs11_module && -f $pkcs11_module;
+	return 0 if system('command -v perf >/dev/null 2>&1') != 0;
+	system("perf probe -q -d 'atrestbench:*' >/dev/null 2>&1");
+	my @ev;
+	for my $p ([ 'decrypt_init', 'C_DecryptInit' ], [ 'encrypt_init', 'C_EncryptInit' ],
+		[ 'open_session', 'C_OpenSession' ], [ 'login', 'C_Login' ], [ 'initialize', 'C_Initialize' ])
+	{
+		push @ev, '-a', "atrestbench:$p->[0]=$p->[1]";
+	}
+	my $out = `perf probe -q -x '$pkcs11_module' @ev 2>&1`;
+	if ($?)
+	{
+		note("perf probe failed, counting by session_last_unwrap only: $out");
+		return 0;
+	}
+	$perf_probes = 1;
+	return 1;
+}
+
+sub perf_start
+{
+	my $data = "$work/perf.data";
+	unlink $data;
+	my $pid = fork() // die "fork: $!\n";
+	if ($pid == 0)
+	{
+		open(STDOUT, '>', '/dev/null');
+		open(STDERR, '>', "$work/perf.err");
+		exec('perf', 'record', '-q', '-a', '-e', 'atrestbench:*', '-o', $data)
+		  or POSIX::_exit(127);
+	}
+	push @CHILDREN, $pid;
+	sleep 1.5;	# perf record needs a moment before its probes fire
+	return $pid;
+}
+
+# Stop perf and count the probe hits of each process: { pid => { event => n } }.
+sub perf_stop
+{
+	my $pid = shift;
+	kill 'INT', $pid;
+	waitpid($pid, 0);
+	@CHILDREN = grep { $_ != $pid } @CHILDREN;
+	my %count;
+	for (`perf script -i $work/perf.data -F pid,event 2>/dev/null`)
+	{
+		$count{$1}{$2}++ if /^\s*(\d+)\s+atrestbench:(\w+)/;
+	}
+	return \%count;
+}
+
+if ($want{provider} && $cmk)
+{
+	my $reads = $C{provider_reads};
+	my ($big) = sort { $b <=> $a } keys %KDB;
+	$reads = $big if $reads > $big;
+	my $kdb = $KDB{$big};
+	step("provider calls of one backend reading " . commify($reads) . " values under the CMK");
+	psql("SELECT atrest.enable_cmk('pkcs11', '$C{cmk_uri}');", db => $kdb);
+	my $use_perf = perf_setup();
+	my $perf = $use_perf ? perf_start() : undef;
+	my ($ms, $lines) = timed_db($kdb, undef,
+		'SELECT pg_backend_pid();',
+		'SELECT session_last_unwrap IS NULL FROM atrest.key_status;',
+		'SELECT length(v::text) > 0 FROM k WHERE id = 1;',
+		"SELECT to_char(session_last_unwrap, 'HH24:MI:SS.US') FROM atrest.key_status;",
+		"SELECT count(*), sum(length(v::text)) FROM k WHERE id <= $reads;",
+		"SELECT to_char(session_last_unwrap, 'HH24:MI:SS.US') FROM atrest.key_status;");
+	my ($bpid, $before, $one, $t1, $cnt, $t2) = @$lines;
+	my $counts = $perf ? perf_stop($perf) : undef;
+	($cnt) = split /\|/, $cnt;
+	$PROV{reads} = $cnt;
+	$PROV{read_ms} = $ms->[4];
+	$PROV{ts_unwraps} = ($before eq 't' && $t1 eq $t2) ? 1 : undef;
+	note(sprintf('read %s values in %.0f ms; session_last_unwrap: none before, %s after the first value, %s after all (%s)',
+		commify($cnt), $ms->[4], $t1, $t2,
+		defined $PROV{ts_unwraps} ? 'one unwrap' : 'MORE THAN ONE unwrap'));
+	if ($counts)
+	{
+		my $c = $counts->{$bpid} // {};
+		$PROV{perf_unwraps} = $c->{decrypt_init} // 0;
+		$PROV{perf_detail} = join(', ', map { "$_ " . ($c->{$_} // 0) } qw(initialize open_session login decrypt_init encrypt_init));
+		note("PKCS#11 calls of that backend (perf uprobes on $pkcs11_module): $PROV{perf_detail}");
+	}
+
+	# One call per TTL: a backend reading for a few TTLs.
+	if ($use_perf)
+	{
+		my $secs = $C{ttl_seconds};
+		$perf = perf_start();
+		my ($ms2, $lines2) = timed_db($kdb, "SET atrest.key_cache_ttl = 1;\nSELECT pg_backend_pid();",
+			"DO \$\$ DECLARE t0 timestamptz := clock_timestamp(); BEGIN "
+			  . "WHILE clock_timestamp() < t0 + interval '$secs s' LOOP "
+			  . "PERFORM sum(length(v::text)) FROM k WHERE id <= 20000; END LOOP; END \$\$;");
+		$counts = perf_stop($perf);
+		my $bpid2 = $lines2->[0];
+		$PROV{ttl_unwraps} = $counts->{$bpid2}{decrypt_init} // 0;
+		$PROV{ttl_seconds} = $ms2->[0] / 1000;
+		# the first use unwraps, then one more each time a second has passed
+		$PROV{ttl_expected} = 1 + floor($PROV{ttl_seconds});
+		note(sprintf('with atrest.key_cache_ttl = 1 s, a backend reading for %.1f s made %d unwrap calls (expected at most %d)',
+			$PROV{ttl_seconds}, $PROV{ttl_unwraps}, $PROV{ttl_expected}));
+	}
+	cleanup();
+	psql('SELECT atrest.disable_cmk();', db => $kdb);
+}
+
+# ---------------------------------------------------------------------------------------
+# Retention purge under load
+# ---------------------------------------------------------------------------------------
+
+my %PURGE;
+if ($want{purge})
+{
+	my $have_store = psql1("SELECT to_regprocedure('atrest.purge_expired(integer)') IS NOT NULL "
+		  . "AND to_regclass('atrest.analyze_results') IS NOT NULL "
+		  . "AND to_regprocedure('atrest.get_analyze_result(text,uuid)') IS NOT NULL");
+	if ($have_store ne 't')
+	{
+		note('purge: pending (atrest.purge_expired and the results store are not in this build)');
+		$PURGE{pending} = 1;
+	}
+	else
+	{
+		my $n = $C{purge_rows};
+		my $live = $C{purge_live};
+		step("purge: loading " . commify($n) . " expired and " . commify($live) . " live analyze results");
+		my $t0 = time;
+		# Expired results as complete_analyze leaves them, but inserted in bulk (a million
+		# begin/complete calls would take longer than the rest of the run), with ids and
+		# times in ascending order so that the load appends to the indexes.  Small results
+		# (~250 bytes, stored inline); the live ones that the readers fetch are full-size
+		# documents from the staging table when there is one.
+		my $live_doc = $want{data}
+		  ? "(SELECT doc FROM staging WHERE id = 1 + (g % $N))"
+		  : "jsonb_build_object('status', 'succeeded', 'content', repeat(md5(g::text), 8))";
+		psql(<<"EOF");
+SELECT atrest.create_model('bench-model', 'benchmark');
+-- bulk set-up only: skip the per-row foreign-key trigger (the model exists)
+SET session_replication_role = replica;
+INSERT INTO atrest.analyze_results
+    (result_id, model_id, status, created_at, last_updated_at, completed_at, expires_at, result)
+SELECT ('00000000-0000-4000-8000-' || lpad(to_hex(g), 12, '0'))::uuid, 'bench-model', 'succeeded',
+       c - interval '3 s', c, c, c + interval '24 hours',
+       jsonb_build_object('status', 'succeeded', 'modelId', 'bench-model',
+                          'content', md5(g::text) || ' ' || md5((g + 1)::text),
+                          'pages', jsonb_build_array(jsonb_build_object('pageNumber', 1,
+                              'words', jsonb_build_array(md5((g + 2)::text), md5((g + 3)::text)))))
+  FROM generate_series(1, $n) g,
+       LATERAL (SELECT now() - interval '25 hours' - ($n - g) * interval '10 ms' AS c) t;
+INSERT INTO atrest.analyze_results
+    (result_id, model_id, status, created_at, last_updated_at, completed_at, expires_at, result)
+SELECT ('00000000-0000-4000-9000-' || lpad(to_hex(g), 12, '0'))::uuid, 'bench-model', 'succeeded',
+       now(), now(), now(), now() + interval '24 hours', $live_doc
+  FROM generate_series(1, $live) g;
+RESET session_replication_role;
+VACUUM ANALYZE atrest.analyze_results;
+CHECKPOINT;
+EOF
+		note(sprintf('loaded in %.1f s', time - $t0));
+		my $script = "$work/purge_load.sql";
+		spew($script, <<"EOF");
+\\set r random(1, $live)
+SELECT status FROM atrest.get_analyze_result('bench-model', ('00000000-0000-4000-9000-' || lpad(to_hex(:r::int), 12, '0'))::uuid);
+SELECT atrest.complete_analyze(atrest.begin_analyze('bench-model'), '{"status": "succeeded", "analyzeResult": {"content": "new"}}');
+EOF
+		chmod 0644, $script;
+
+		# Baseline: the same clients without a purge.
+		my $base_s = $quick ? 3 : 10;
+		step("purge: baseline, $C{clients} clients reading and inserting results for $base_s s");
+		remove_tree("$work/pblog");
+		make_path("$work/pblog");
+		system('chown', 'postgres:postgres', "$work/pblog");
+		my ($btps) = pgbench($script, $base_s, log => "$work/pblog/base");
+		my @blat = map { $_->[1] } read_pgbench_logs("$work/pblog/base");
+		$PURGE{base_tps} = $btps;
+		$PURGE{base_p99} = percentile(99, @blat);
+		$PURGE{base_max} = percentile(100, @blat);
+
+		step("purge: SELECT atrest.purge_expired() while the clients keep going");
+		my $stop = "$work/pblog/stop";
+		my $loader = fork() // die "fork: $!\n";
+		if ($loader == 0)
+		{
+			# pgbench in 5-second chunks until told to stop, so that the load covers the
+			# whole purge however long it takes
+			my $i = 0;
+			while (!-e $stop)
+			{
+				$i++;
+				system("$RUNUSER -u postgres -- $PG_BIN/pgbench -n -M prepared -c $C{clients} -j 2 -T 5 "
+					  . "-f $script -l --log-prefix=$work/pblog/load$i $DB >$work/pblog/load$i.out 2>&1");
+			}
+			POSIX::_exit(0);
+		}
+		push @CHILDREN, $loader;
+		my $sampler = fork() // die "fork: $!\n";
+		if ($sampler == 0)
+		{
+			# how many client backends wait on a lock, four times a second
+			open(my $ph, '|-', "$RUNUSER -u postgres -- $PG_BIN/psql -X -q -At -d $DB >$work/pblog/locks.out 2>&1")
+			  or POSIX::_exit(1);
+			select((select($ph), $| = 1)[0]);
+			while (!-e $stop)
+			{
+				print $ph "SELECT extract(epoch FROM clock_timestamp()), count(*) FILTER (WHERE wait_event_type = 'Lock'), "
+				  . "count(*) FROM pg_stat_activity WHERE application_name = 'pgbench';\n";
+				sleep 0.25;
+			}
+			close $ph;
+			POSIX::_exit(0);
+		}
+		push @CHILDREN, $sampler;
+		sleep 3;
+		my $p0 = time;
+		my ($ms, $lines) = timed(undef, 'SELECT atrest.purge_expired();');
+		my $p1 = time;
+		spew($stop, '');
+		waitpid($loader, 0);
+		waitpid($sampler, 0);
+		@CHILDREN = ();
+		$PURGE{rows} = $lines->[0];
+		$PURGE{seconds} = $ms->[0] / 1000;
+		$PURGE{rate} = $PURGE{rows} / $PURGE{seconds};
+		record('purge', 'purge_expired', 'atrest', $n, 1, $PURGE{rate}, 'rows/s');
+
+		my @during = grep { $_->[0] >= $p0 && $_->[0] <= $p1 } read_pgbench_logs("$work/pblog/load");
+		my @lat = map { $_->[1] } @during;
+		$PURGE{load_tps} = @during / ($p1 - $p0);
+		$PURGE{load_p99} = percentile(99, @lat);
+		$PURGE{load_max} = percentile(100, @lat);
+		my ($maxwait, $samples, $clients_seen) = (0, 0, 0);
+		for (split /\n/, slurp("$work/pblog/locks.out"))
+		{
+			my ($ts, $waiting, $clients) = split /\|/;
+			next unless defined $clients && $ts >= $p0 && $ts <= $p1;
+			$samples++;
+			$maxwait = $waiting if $waiting > $maxwait;
+			$clients_seen = $clients if $clients > $clients_seen;
+		}
+		$PURGE{lock_waits} = $maxwait;
+		$PURGE{lock_samples} = $samples;
+		my $left = psql1("SELECT count(*) FROM atrest.analyze_results WHERE expires_at < now()");
+		$PURGE{left} = $left;
+		note(sprintf('purged %s rows in %.1f s: %s rows/s; %s left expired', commify($PURGE{rows}),
+			$PURGE{seconds}, commify(int($PURGE{rate})), $left));
+		note(sprintf('clients: baseline %.0f TPS, p99 %.1f ms, max %.1f ms; during the purge %.0f TPS, p99 %.1f ms, max %.1f ms',
+			$PURGE{base_tps}, $PURGE{base_p99}, $PURGE{base_max}, $PURGE{load_tps}, $PURGE{load_p99}, $PURGE{load_max}));
+		note(sprintf('client backends waiting on a lock during the purge: at most %d (%d samples)', $maxwait, $samples));
+	}
+}
+
+# pgbench per-transaction logs (-l): [end time (epoch s), latency ms] for every transaction.
+sub read_pgbench_logs
+{
+	my $prefix = shift;
+	my @tx;
+	for my $f (glob("$prefix*"))
+	{
+		next if $f =~ /\.out$/;
+		open(my $fh, '<', $f) or next;
+		while (<$fh>)
+		{
+			my @c = split;
+			next unless @c >= 6;
+			push @tx, [ $c[4] + $c[5] / 1e6, $c[2] / 1000 ];
+		}
+		close $fh;
+	}
+	return @tx;
+}
+
+sub percentile
+{
+	my ($p, @v) = @_;
+	return undef unless @v;
+	@v = sort { $a <=> $b } @v;
+	my $i = int(($p / 100) * $#v + 0.5);
+	return $v[$i];
+}
+
+# ---------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------
+
+my $load_end = (split ' ', slurp('/proc/loadavg'))[0];
+my $elapsed = time - $t_start;
+my @report;
+my @md;
+my @goals;
+
+sub goal
+{
+	my ($ok, $text) = @_;
+	my $mark = !defined $ok ? 'not measured' : $ok ? 'met' : 'MISSED';
+	push @goals, [ $mark, $text ];
+}
+
+my $machine = sprintf('%d cores (%s), %.1f GB RAM, PostgreSQL %s, %s; load average %s at the start, %s at the end',
+	$nproc, $cpu // '?', ($mem_kb // 0) / 1048576, $pg_version, $openssl, $load_start, $load_end);
+push @report, sprintf('pg_atrest benchmark, %s run, %s', $quick ? 'quick' : 'full', strftime('%Y-%m-%d %H:%M UTC', gmtime));
+push @report, "machine: $machine";
+
+if ($want{insert})
+{
+	my @V = @VARIANTS;
+	push @report, '',
+	  sprintf('%d analyze results, %.1f KB of compact JSON on average (%.1f KB as jsonb prints it, %.1f KB as jsonb); median of %d interleaved rounds',
+		$N, $DATA{avg_compact} / 1024, $DATA{avg_text} / 1024, $DATA{avg_jsonb} / 1024, $C{repeats});
+	my @rows = (
+		[ "bulk insert, $N rows (s)", 'insert', 2, 0 ],
+		[ '  backend CPU time (s)', 'insert_cpu', 2, 0 ],
+		[ '  waiting for a CPU (s)', 'insert_wait', 2, 0 ],
+		[ 'full read as JSON text (s)', 'read', 2, 0 ],
+		[ '  backend CPU time (s)', 'read_cpu', 2, 0 ],
+		[ '  waiting for a CPU (s)', 'read_wait', 2, 0 ],
+		[ "point lookups, $C{clients} clients (TPS)", 'lookup', 0, 1 ],
+		[ 'size, heap + TOAST (MB)', 'size', 1, 0 ],
+		[ 'size with the primary key (MB)', 'size_total', 1, 0 ],
+		[ 'bytes per value (pg_column_size)', 'value_bytes', 0, 0 ],
+	);
+	my $w = 34;
+	push @report, sprintf("%-${w}s", 'workload') . join('', map { sprintf('%17s', $_->{label}) } @V);
+	push @md, '| workload | ' . join(' | ', map { $_->{label} eq 'encrypt aes' ? "`encrypt(..., 'aes')`" : "`$_->{label}`" } @V) . ' |',
+	  '|---|' . join('', map { '---:|' } @V);
+	for my $row (@rows)
+	{
+		my ($title, $wl, $dec, $higher) = @$row;
+		next if ($wl =~ /^read/ && !$want{read}) || ($wl eq 'lookup' && !$want{lookup});
+		my $base = med('data', $wl, 'jsonb', $N);
+		my @vals = map { med('data', $wl, $_->{name}, $N) } @V;
+		push @report, sprintf("%-${w}s", $title) . join('', map { sprintf('%17s', fmt($_, $dec)) } @vals);
+		my @ratios = map { ratio_str($_, $base) } @vals;
+		push @report, sprintf("%-${w}s", '  ratio to jsonb') . join('', map { sprintf('%17s', $_) } @ratios)
+		  unless $wl eq 'value_bytes' || $wl =~ /_wait$/;
+		push @md, "| $title | " . join(' | ', map {
+			my $r = ratio_str($vals[$_], $base);
+			($wl eq 'value_bytes' || $wl =~ /_wait$/) ? fmt($vals[$_], $dec) : fmt($vals[$_], $dec) . " ($r)"
+		} 0 .. $#V) . ' |';
+	}
+	my $ins = med('data', 'insert', 'atrest', $N) / med('data', 'insert', 'jsonb', $N);
+	my $insc = med('data', 'insert_cpu', 'atrest', $N) / med('data', 'insert_cpu', 'jsonb', $N);
+	goal($ins <= 1.15, sprintf('encrypted_jsonb bulk insert within 1.15x of jsonb: %.2fx (backend CPU time %.2fx)', $ins, $insc));
+	if ($want{read})
+	{
+		my $rd = med('data', 'read', 'atrest', $N) / med('data', 'read', 'jsonb', $N);
+		my $rdc = med('data', 'read_cpu', 'atrest', $N) / med('data', 'read_cpu', 'jsonb', $N);
+		goal($rd <= 1.15, sprintf('encrypted_jsonb full read within 1.15x of jsonb: %.2fx (backend CPU time %.2fx)', $rd, $rdc));
+	}
+	if ($want{lookup})
+	{
+		my $lk = med('data', 'lookup', 'atrest', $N) / med('data', 'lookup', 'jsonb', $N);
+		goal($lk >= 0.9, sprintf('encrypted_jsonb point-lookup TPS at least 0.9x of jsonb: %.2fx', $lk));
+	}
+	my $sz = med('data', 'size', 'atrest', $N) / med('data', 'size', 'jsonb', $N);
+	goal($sz <= 1.10, sprintf('encrypted_jsonb size within 1.10x of jsonb: %.2fx (pgp_sym_encrypt %.2fx, encrypt aes %.2fx)',
+		$sz, med('data', 'size', 'pgp', $N) / med('data', 'size', 'jsonb', $N),
+		med('data', 'size', 'aes', $N) / med('data', 'size', 'jsonb', $N)));
+	my $pi = med('data', 'insert', 'pgp', $N) / med('data', 'insert', 'atrest', $N);
+	my $pr = $want{read} ? med('data', 'read', 'pgp', $N) / med('data', 'read', 'atrest', $N) : undef;
+	goal((defined $pr ? ($pi >= 5 && $pr >= 5) : undef),
+		sprintf('at least 5x faster than pgp_sym_encrypt: insert %.1fx, read %s', $pi,
+			defined $pr ? sprintf('%.1fx', $pr) : 'n/a'));
+}
+
+if (@KEYOPS)
+{
+	my @sizes = @{ $C{keyop_sizes} };
+	my ($lo, $hi) = ($sizes[0], $sizes[-1]);
+	push @report, '', sprintf('key operations, ms (median of %d rounds, each operation in its own transaction; fastest of all rounds in brackets)', $C{keyop_repeats});
+	push @report, sprintf('%-40s', 'operation') . join('', map { sprintf('%14s', commify($_) . ' rows') } @sizes)
+	  . sprintf('%14s', 'ratio');
+	push @md, '', '| key operation (ms) | ' . join(' | ', map { commify($_) . ' rows' } @sizes)
+	  . ' | ' . commify($hi) . ' / ' . commify($lo) . ' |',
+	  '|---|' . join('', map { '---:|' } @sizes) . '---:|';
+	my ($flat, $fast) = (1, 1);
+	my @worst;
+	for my $op (@KEYOPS)
+	{
+		my @m = map { med('keys', $op->[0], 'atrest', $_) } @sizes;
+		my $r = $m[-1] / $m[0];
+		$flat = 0 if $r > 1.2;
+		$fast = 0 if grep { $_ >= 50 } @m;
+		push @worst, sprintf('%s %.2fx', $op->[0], $r);
+		my @mins = map { my $s = $_; min_of(map { $_->[5] } grep { $_->[0] eq 'keys' && $_->[1] eq $op->[0] && $_->[3] == $s } @RAW) } @sizes;
+		push @report, sprintf('%-40s', $op->[1]) . join('', map { sprintf('%14s', sprintf('%.1f (%.1f)', $m[$_], $mins[$_])) } 0 .. $#m)
+		  . sprintf('%13.2fx', $r);
+		push @md, "| `$op->[1]` | " . join(' | ', map { sprintf('%.1f', $_) } @m) . sprintf(' | %.2fx |', $r);
+	}
+	my $maxms = 0;
+	for my $op (@KEYOPS) { for (@sizes) { my $m = med('keys', $op->[0], 'atrest', $_); $maxms = $m if $m > $maxms; } }
+	goal($flat && $fast, sprintf('re-wrap and rotation flat in the row count (%s rows within 1.2x of %s) and under 50 ms: %s; slowest median %.1f ms',
+		commify($hi), commify($lo), join(', ', @worst), $maxms));
+}
+
+if (%PROV)
+{
+	push @report, '', 'root-key provider calls (CMK on SoftHSM)';
+	my $line = sprintf('one backend reading %s values: ', commify($PROV{reads}));
+	if (defined $PROV{perf_unwraps})
+	{
+		$line .= "$PROV{perf_unwraps} unwrap call(s) counted at the PKCS#11 module ($PROV{perf_detail})";
+	}
+	else
+	{
+		$line .= defined $PROV{ts_unwraps} ? 'one unwrap (session_last_unwrap unchanged after the first value)'
+		  : 'more than one unwrap (session_last_unwrap changed)';
+	}
+	push @report, $line;
+	push @report, sprintf('with atrest.key_cache_ttl = 1 s, reading for %.1f s: %d unwrap calls (at most %d expected)',
+		$PROV{ttl_seconds}, $PROV{ttl_unwraps}, $PROV{ttl_expected}) if defined $PROV{ttl_unwraps};
+	my $one = defined $PROV{perf_unwraps} ? $PROV{perf_unwraps} == 1 : defined $PROV{ts_unwraps};
+	my $ttl_ok = !defined $PROV{ttl_unwraps} || ($PROV{ttl_unwraps} <= $PROV{ttl_expected} && $PROV{ttl_unwraps} >= $PROV{ttl_expected} - 1);
+	goal($one && $ttl_ok, 'one provider call per backend per key-cache TTL: ' . $line
+		  . (defined $PROV{ttl_unwraps} ? sprintf('; %d calls in %.1f s at a 1 s TTL', $PROV{ttl_unwraps}, $PROV{ttl_seconds}) : ''));
+	push @md, '', "Provider calls: $line."
+	  . (defined $PROV{ttl_unwraps} ? sprintf(' With `atrest.key_cache_ttl = 1`, a backend reading for %.1f s made %d unwrap calls.',
+		$PROV{ttl_seconds}, $PROV{ttl_unwraps}) : '');
+}
+elsif ($want{provider})
+{
+	goal(undef, 'one provider call per backend per TTL: no usable PKCS#11 key in this sandbox');
+}
+
+if ($PURGE{pending})
+{
+	push @report, '', 'retention purge: pending (atrest.purge_expired is not in this build)';
+	goal(undef, 'purge at least 20,000 rows/s without blocking: pending, the results store is not in this build');
+}
+elsif (%PURGE)
+{
+	push @report, '', sprintf('retention purge of %s expired results: %s rows in %.1f s = %s rows/s (%s left expired)',
+		commify($C{purge_rows}), commify($PURGE{rows}), $PURGE{seconds}, commify(int($PURGE{rate})), $PURGE{left});
+	push @report, sprintf('  %d clients reading and inserting results: baseline %.0f TPS (p99 %.1f ms, max %.1f ms), '
+		  . 'during the purge %.0f TPS (p99 %.1f ms, max %.1f ms); at most %d client(s) waiting on a lock',
+		$C{clients}, $PURGE{base_tps}, $PURGE{base_p99}, $PURGE{base_max}, $PURGE{load_tps}, $PURGE{load_p99},
+		$PURGE{load_max}, $PURGE{lock_waits});
+	push @md, '', sprintf('Retention: `atrest.purge_expired()` removed %s expired results in %.1f s (%s rows/s) while %d clients read and '
+		  . 'inserted results: %.0f TPS during the purge against %.0f without it, p99 latency %.1f ms against %.1f ms, '
+		  . 'max %.1f ms against %.1f ms; no client waited on a lock in %d samples.',
+		commify($PURGE{rows}), $PURGE{seconds}, commify(int($PURGE{rate})), $C{clients}, $PURGE{load_tps}, $PURGE{base_tps},
+		$PURGE{load_p99}, $PURGE{base_p99}, $PURGE{load_max}, $PURGE{base_max}, $PURGE{lock_samples})
+	  if $PURGE{lock_waits} == 0;
+	goal($PURGE{rate} >= 20000 && $PURGE{lock_waits} == 0,
+		sprintf('purge at least 20,000 rows/s without blocking: %s rows/s, %d client(s) seen waiting on a lock',
+			commify(int($PURGE{rate})), $PURGE{lock_waits}));
+}
+
+push @report, '', 'goals (reported, never asserted):';
+push @report, map { sprintf('  %-12s %s', $_->[0], $_->[1]) } @goals;
+push @report, '', 'notes:', map { "  $_" } @NOTES if @NOTES;
+push @report, '', sprintf('total time %.1f min', $elapsed / 60);
+
+push @md, '', 'Goals:', '', map { "- **$_->[0]**: $_->[1]" } @goals;
+unshift @md, "Machine: $machine.", '';
+
+print "\n", join("\n", @report), "\n";
+
+# CSV, Markdown, machine description
+{
+	my $csv = "section,workload,variant,rows,repeat,value,unit\n";
+	$csv .= join(',', @$_) . "\n" for @RAW;
+	spew("$results/bench.csv", $csv);
+	my %seen;
+	my $sum = "section,workload,variant,rows,median,unit,ratio_to_jsonb\n";
+	for my $r (@RAW)
+	{
+		my $key = join('/', @$r[ 0 .. 3 ]);
+		next if $seen{$key}++;
+		my $m = med(@$r[ 0 .. 3 ]);
+		my $base = $r->[0] eq 'data' ? med('data', $r->[1], 'jsonb', $r->[3]) : undef;
+		$sum .= join(',', @$r[ 0 .. 3 ], sprintf('%.4f', $m), $r->[6],
+			defined $base && $base > 0 ? sprintf('%.4f', $m / $base) : '') . "\n";
+	}
+	spew("$results/summary.csv", $sum);
+	spew("$results/summary.md", join("\n", @md) . "\n");
+	spew("$results/report.txt", join("\n", @report) . "\n");
+	spew("$results/machine.txt", "$machine\n" . `lscpu 2>/dev/null` . "\n" . slurp('/proc/meminfo'));
+}
+
+# Chart
+sub chart
+{
+	my $term;
+	for my $t ('pngcairo size 1200,520 font "sans,10"', 'png size 1200,520')
+	{
+		my $probe = `echo 'set terminal $t' | gnuplot 2>&1`;
+		if ($? == 0 && $probe eq '')
+		{
+			$term = $t;
+			last;
+		}
+	}
+	return 'gnuplot with a PNG terminal not found' unless $term;
+	my @V = grep { $_->{name} ne 'jsonb' } @VARIANTS;
+	my @wl = ([ 'insert', 'bulk insert' ], [ 'read', 'full read' ], [ 'lookup', 'point lookup' ], [ 'size', 'size' ]);
+	@wl = grep { ($_->[0] ne 'read' || $want{read}) && ($_->[0] ne 'lookup' || $want{lookup}) } @wl;
+	my $dat = '"workload" ' . join(' ', map { "\"$_->{label}\"" } @V) . "\n";
+	for my $w (@wl)
+	{
+		my $base = med('data', $w->[0], 'jsonb', $N);
+		$dat .= "\"$w->[1]\" " . join(' ', map {
+			my $m = med('data', $w->[0], $_->{name}, $N);
+			# cost relative to jsonb: time and size as they are, lookups as time per lookup
+			$w->[0] eq 'lookup' ? sprintf('%.4f', $base / $m) : sprintf('%.4f', $m / $base)
+		} @V) . "\n";
+	}
+	spew("$results/chart_ratios.dat", $dat);
+	my $kd = '';
+	my @sizes = @KEYOPS ? @{ $C{keyop_sizes} } : ();
+	for my $s (@sizes)
+	{
+		$kd .= join(' ', $s, map { sprintf('%.3f', med('keys', $_->[0], 'atrest', $s)) } @KEYOPS) . "\n";
+	}
+	spew("$results/chart_keyops.dat", $kd);
+	my $gp = <<"EOF";
+set terminal $term
+set termoption noenhanced
+set output '$results/bench.png'
+set multiplot layout 1,2 title sprintf("pg_atrest benchmark: %d analyze results of %.1f KB JSON, %d cores", $N, @{[ sprintf('%.1f', ($DATA{avg_compact} // 0) / 1024) ]}, $nproc)
+set title "cost relative to plain jsonb: time, 1/TPS, size (lower is better; log scale)"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set logscale y 2
+set yrange [0.05:*]
+set ytics ("1/16" 0.0625, "1/8" 0.125, "1/4" 0.25, "1/2" 0.5, "1" 1, "2" 2, "4" 4, "8" 8, "16" 16, "32" 32, "64" 64)
+set grid ytics
+set key top left
+set xtics nomirror
+set arrow from graph 0, first 1 to graph 1, first 1 nohead dt 2 lw 1.5 lc rgb "black"
+plot for [i=2:@{[ scalar(@V) + 1 ]}] '$results/chart_ratios.dat' using i:xtic(1) title columnheader(i)
+unset arrow
+unset logscale y
+unset style
+set style data linespoints
+set title "key operations (median ms; goal: flat in rows, under 50 ms)"
+set logscale x 10
+set xrange [5000:2000000]
+set xtics ("10 k" 10000, "100 k" 100000, "1 M" 1000000)
+set yrange [0:*]
+set ytics auto
+set xlabel "encrypted rows"
+set ylabel "ms"
+set key below
+EOF
+	if (@KEYOPS)
+	{
+		$gp .= 'plot ' . join(', ', map { sprintf(q{'%s' using 1:%d title '%s' lw 2 pt 7}, "$results/chart_keyops.dat", $_ + 2, $KEYOPS[$_][1]) } 0 .. $#KEYOPS) . "\n";
+	}
+	$gp .= "unset multiplot\n";
+	spew("$results/chart.gp", $gp);
+	my $out = `gnuplot '$results/chart.gp' 2>&1`;
+	return $? ? "gnuplot failed: $out" : undef;
+}
+
+if ($want{insert})
+{
+	my $err = chart();
+	print $err ? "chart: $err\n" : "chart: $results/bench.png\n";
+}
+print "results: $results/ (bench.csv, summary.csv, summary.md, report.txt)\n";
+
+psql(join("\n", map { "DROP DATABASE IF EXISTS $_;" } $DB, values %KDB), db => 'postgres', allow_fail => 1);
+exit 0;
