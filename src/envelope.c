@@ -3,9 +3,11 @@
  *		Sealing and opening values, and wrapping keys, with AES-256-GCM.
  *
  * The hot path (EnvelopeSeal, EnvelopeOpen) takes an unwrapped data key from
- * the key cache, whose cipher contexts already hold the key schedule: per
- * value it only sets a fresh nonce, so there is no key unwrap, no catalog
- * lookup and no context allocation per value.  Payloads are compressed with
+ * the key cache and runs it through one of two AES-256-GCM contexts that the
+ * backend makes once and reuses: per value it sets the key and a fresh nonce
+ * and afterwards an all-zero key, so there is no key unwrap, no catalog
+ * lookup and no context allocation per value, and no data key's schedule
+ * stays in OpenSSL's heap, which is neither locked nor kept out of core dumps.  Payloads are compressed with
  * LZ4 before encryption when that saves space, since TOAST cannot compress
  * ciphertext.  Failures to open report SQLSTATE XX001 naming the type and
  * never print bytes.
@@ -127,6 +129,27 @@ EnvelopeReadHeader(AtrestKind kind, struct varlena *sealed, EnvelopeHeader *hdr)
 	ParseHeader(kind, (unsigned char *) VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v), hdr);
 }
 
+/*
+ * The backend's two AES-256-GCM contexts, made once and reused for every
+ * value; a data key is set into one only for the length of one operation
+ * (envelope_core.c), so OpenSSL's heap holds no key between operations.
+ */
+static EVP_CIPHER_CTX *
+CipherContext(bool encrypting)
+{
+	static EVP_CIPHER_CTX *enc_ctx = NULL;
+	static EVP_CIPHER_CTX *dec_ctx = NULL;
+	EVP_CIPHER_CTX **ctx = encrypting ? &enc_ctx : &dec_ctx;
+
+	if (unlikely(*ctx == NULL))
+	{
+		*ctx = EnvelopeNewContext(encrypting);
+		if (*ctx == NULL)
+			CryptoFailure("context set-up");
+	}
+	return *ctx;
+}
+
 static DataKey *
 FindKeyOrFail(AtrestKind kind, const EnvelopeHeader *hdr)
 {
@@ -163,7 +186,7 @@ SealPayload(AtrestKind kind, DataKey *dk, uint8 flags, const char *payload, Size
 	EnvelopeWriteHeader(p, kind, flags, dk->class_id, dk->version);
 	if (RAND_bytes(p + ENVELOPE_HEADER_LEN, ENVELOPE_NONCE_LEN) != 1)
 		CryptoFailure("nonce generation");
-	st = EnvelopeEncrypt(dk->enc, p, (const unsigned char *) payload, len);
+	st = EnvelopeEncrypt(CipherContext(true), dk->key, p, (const unsigned char *) payload, len);
 	if (unlikely(st != ENVELOPE_OK))
 		EnvelopeFail(kind, st, "encryption");
 	return out;
@@ -183,7 +206,7 @@ OpenPayload(AtrestKind kind, const unsigned char *p, Size sealed_len,
 	char	   *buf = palloc(reserve + ctlen + 1);
 	EnvelopeStatus st;
 
-	st = EnvelopeDecrypt(dk->dec, p, sealed_len, (unsigned char *) buf + reserve);
+	st = EnvelopeDecrypt(CipherContext(false), dk->key, p, sealed_len, (unsigned char *) buf + reserve);
 	if (unlikely(st != ENVELOPE_OK))
 	{
 		pfree(buf);
@@ -232,7 +255,7 @@ OpenInPlace(AtrestKind kind, unsigned char *p, Size sealed_len,
 	EnvelopeStatus st;
 
 	/* GCM decrypts in place; the tag after the ciphertext is not written */
-	st = EnvelopeDecrypt(dk->dec, p, sealed_len, ct);
+	st = EnvelopeDecrypt(CipherContext(false), dk->key, p, sealed_len, ct);
 	if (unlikely(st != ENVELOPE_OK))
 		EnvelopeFail(kind, st, "decryption");
 	*len = sealed_len - ENVELOPE_OVERHEAD;

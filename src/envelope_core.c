@@ -12,6 +12,7 @@
  * a value is trusted before it has been checked against the value's size.
  */
 #include <limits.h>
+#include <stdbool.h>
 
 #include <lz4.h>
 #include <openssl/evp.h>
@@ -53,18 +54,30 @@ EnvelopeParseHeader(AtrestKind kind, const unsigned char *p, size_t len,
 	return ENVELOPE_OK;
 }
 
-EnvelopeStatus
-EnvelopeEncrypt(EVP_CIPHER_CTX *enc, unsigned char *p,
-				const unsigned char *payload, size_t len)
+/*
+ * Replace the key schedule in "ctx" with that of an all-zero key, so that no
+ * data key outlives one operation in OpenSSL's (unlocked, dumpable) heap.
+ */
+static void
+ScrubContext(EVP_CIPHER_CTX *ctx, bool encrypting)
+{
+	static const unsigned char zero_key[32];
+
+	if (encrypting)
+		(void) EVP_EncryptInit_ex(ctx, NULL, NULL, zero_key, NULL);
+	else
+		(void) EVP_DecryptInit_ex(ctx, NULL, NULL, zero_key, NULL);
+}
+
+static EnvelopeStatus
+EncryptWithKey(EVP_CIPHER_CTX *enc, const unsigned char *key, unsigned char *p,
+			   const unsigned char *payload, size_t len)
 {
 	const unsigned char *nonce = p + ENVELOPE_HEADER_LEN;
 	unsigned char *ct = p + ENVELOPE_HEADER_LEN + ENVELOPE_NONCE_LEN;
 	int			outl;
 
-	if (len > (size_t) INT_MAX)
-		return ENVELOPE_TOO_LARGE;
-	/* a fresh nonce on the context that already holds the key schedule */
-	if (EVP_EncryptInit_ex(enc, NULL, NULL, NULL, nonce) != 1 ||
+	if (EVP_EncryptInit_ex(enc, NULL, NULL, key, nonce) != 1 ||
 		EVP_EncryptUpdate(enc, NULL, &outl, p, ENVELOPE_HEADER_LEN) != 1)
 		return ENVELOPE_CRYPTO_FAILED;
 	if (len > 0 && EVP_EncryptUpdate(enc, ct, &outl, payload, (int) len) != 1)
@@ -76,20 +89,27 @@ EnvelopeEncrypt(EVP_CIPHER_CTX *enc, unsigned char *p,
 }
 
 EnvelopeStatus
-EnvelopeDecrypt(EVP_CIPHER_CTX *dec, const unsigned char *p, size_t sealed_len,
-				unsigned char *out)
+EnvelopeEncrypt(EVP_CIPHER_CTX *enc, const unsigned char *key, unsigned char *p,
+				const unsigned char *payload, size_t len)
 {
-	size_t		ctlen;
+	EnvelopeStatus st;
+
+	if (len > (size_t) INT_MAX)
+		return ENVELOPE_TOO_LARGE;
+	st = EncryptWithKey(enc, key, p, payload, len);
+	ScrubContext(enc, true);
+	return st;
+}
+
+static EnvelopeStatus
+DecryptWithKey(EVP_CIPHER_CTX *dec, const unsigned char *key, const unsigned char *p,
+			   size_t ctlen, unsigned char *out)
+{
 	const unsigned char *nonce = p + ENVELOPE_HEADER_LEN;
 	const unsigned char *ct = nonce + ENVELOPE_NONCE_LEN;
 	int			outl;
 
-	if (sealed_len < ENVELOPE_OVERHEAD)
-		return ENVELOPE_TRUNCATED;
-	ctlen = sealed_len - ENVELOPE_OVERHEAD;
-	if (ctlen > (size_t) INT_MAX)
-		return ENVELOPE_TOO_LARGE;
-	if (EVP_DecryptInit_ex(dec, NULL, NULL, NULL, nonce) != 1 ||
+	if (EVP_DecryptInit_ex(dec, NULL, NULL, key, nonce) != 1 ||
 		EVP_DecryptUpdate(dec, NULL, &outl, p, ENVELOPE_HEADER_LEN) != 1)
 		return ENVELOPE_CRYPTO_FAILED;
 	if (ctlen > 0 && EVP_DecryptUpdate(dec, out, &outl, ct, (int) ctlen) != 1)
@@ -101,6 +121,43 @@ EnvelopeDecrypt(EVP_CIPHER_CTX *dec, const unsigned char *p, size_t sealed_len,
 	if (EVP_DecryptFinal_ex(dec, out + ctlen, &outl) != 1)
 		return ENVELOPE_TAG_MISMATCH;
 	return ENVELOPE_OK;
+}
+
+EnvelopeStatus
+EnvelopeDecrypt(EVP_CIPHER_CTX *dec, const unsigned char *key, const unsigned char *p,
+				size_t sealed_len, unsigned char *out)
+{
+	EnvelopeStatus st;
+	size_t		ctlen;
+
+	if (sealed_len < ENVELOPE_OVERHEAD)
+		return ENVELOPE_TRUNCATED;
+	ctlen = sealed_len - ENVELOPE_OVERHEAD;
+	if (ctlen > (size_t) INT_MAX)
+		return ENVELOPE_TOO_LARGE;
+	st = DecryptWithKey(dec, key, p, ctlen, out);
+	ScrubContext(dec, false);
+	return st;
+}
+
+EVP_CIPHER_CTX *
+EnvelopeNewContext(bool encrypting)
+{
+	static const unsigned char zero_key[32];
+	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+	int			ok;
+
+	if (ctx == NULL)
+		return NULL;
+	ok = encrypting ?
+		EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, zero_key, NULL) :
+		EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, zero_key, NULL);
+	if (ok != 1)
+	{
+		EVP_CIPHER_CTX_free(ctx);
+		return NULL;
+	}
+	return ctx;
 }
 
 size_t

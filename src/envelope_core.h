@@ -27,6 +27,7 @@
 #ifndef ATREST_ENVELOPE_CORE_H
 #define ATREST_ENVELOPE_CORE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -86,20 +87,29 @@ extern EnvelopeStatus EnvelopeParseHeader(AtrestKind kind, const unsigned char *
 /*
  * Encrypt in place: "p" holds the header and nonce already, and has room
  * for ENVELOPE_OVERHEAD + len bytes; the ciphertext and tag are written
- * after the nonce.  "enc" must hold an AES-256-GCM key schedule.
+ * after the nonce.  "enc" is a context from EnvelopeNewContext(true), reused
+ * for every value: the 32-byte "key" is set into it for this one operation
+ * and replaced by an all-zero key before returning, so no data key's schedule
+ * stays in OpenSSL's heap (which is neither locked nor kept out of core dumps).
  */
-extern EnvelopeStatus EnvelopeEncrypt(EVP_CIPHER_CTX *enc, unsigned char *p,
+extern EnvelopeStatus EnvelopeEncrypt(EVP_CIPHER_CTX *enc, const unsigned char *key,
+									  unsigned char *p,
 									  const unsigned char *payload, size_t len);
 
 /*
  * Decrypt and authenticate the sealed value "p" of "sealed_len" bytes
  * (header already checked) into "out", which has room for
- * sealed_len - ENVELOPE_OVERHEAD bytes.  "dec" must hold the data key's
- * AES-256-GCM key schedule.  On ENVELOPE_TAG_MISMATCH "out" holds
- * unauthenticated bytes that the caller must not use.
+ * sealed_len - ENVELOPE_OVERHEAD bytes, with "key" set into "dec" (from
+ * EnvelopeNewContext(false)) for this operation only, as for encryption.
+ * On ENVELOPE_TAG_MISMATCH "out" holds unauthenticated bytes that the
+ * caller must not use.
  */
-extern EnvelopeStatus EnvelopeDecrypt(EVP_CIPHER_CTX *dec, const unsigned char *p,
-									  size_t sealed_len, unsigned char *out);
+extern EnvelopeStatus EnvelopeDecrypt(EVP_CIPHER_CTX *dec, const unsigned char *key,
+									  const unsigned char *p, size_t sealed_len,
+									  unsigned char *out);
+
+/* A reusable AES-256-GCM context holding no real key; NULL if out of memory. */
+extern EVP_CIPHER_CTX *EnvelopeNewContext(bool encrypting);
 
 /*
  * Room needed in "out" by EnvelopeLz4Compress for "len" bytes (0 if "len"

@@ -31,7 +31,6 @@
 #include "postgres.h"
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <openssl/rand.h>
 
 #include "access/heapam.h"
@@ -490,12 +489,6 @@ UnwrapDatabaseKey(const RootInfo *root, unsigned char *out)
 static void
 FreeDataKey(DataKey *dk)
 {
-	/* EVP_CIPHER_CTX_free cleanses the key schedule it holds */
-	if (dk->enc)
-		EVP_CIPHER_CTX_free(dk->enc);
-	if (dk->dec)
-		EVP_CIPHER_CTX_free(dk->dec);
-	dk->enc = dk->dec = NULL;
 	SecureKeyFree(dk->key);
 	dk->key = NULL;
 }
@@ -553,7 +546,6 @@ DataKeyRow(HeapTuple tup, TupleDesc desc, void *arg)
 	dk = hash_search(ds->hash, &hk, HASH_ENTER, &found);
 	dk->class_id = class_id;
 	dk->version = version;
-	dk->enc = dk->dec = NULL;
 	dk->key = SecureKeyAlloc();
 	aadlen = DataKeyAad(ds->dbk_id, class_id, version, aad);
 	if (!UnwrapKey(ds->dbk, wrapped, aad, aadlen, dk->key))
@@ -561,15 +553,6 @@ DataKeyRow(HeapTuple tup, TupleDesc desc, void *arg)
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("data key version %u of key class %d is corrupted", version, class_id),
 				 errdetail("Its wrapped form in atrest.data_keys does not authenticate under the database key.")));
-	dk->enc = EVP_CIPHER_CTX_new();
-	dk->dec = EVP_CIPHER_CTX_new();
-	if (dk->enc == NULL || dk->dec == NULL ||
-		EVP_EncryptInit_ex(dk->enc, EVP_aes_256_gcm(), NULL, dk->key, NULL) != 1 ||
-		EVP_DecryptInit_ex(dk->dec, EVP_aes_256_gcm(), NULL, dk->key, NULL) != 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("could not set up AES-256-GCM for data key version %u of key class %d",
-						version, class_id)));
 }
 
 /*

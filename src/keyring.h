@@ -5,14 +5,11 @@
 #ifndef ATREST_KEYRING_H
 #define ATREST_KEYRING_H
 
-#include <openssl/evp.h>
-
 #define ATREST_DEFAULT_CLASS	1	/* "default": columns without a modifier */
 
 /*
- * An unwrapped data key, with cipher contexts that already hold its key
- * schedule so that sealing a value only sets a nonce.  Owned by the key
- * cache: valid until the next KeyringXxx call.
+ * An unwrapped data key.  Owned by the key cache: valid until the next
+ * KeyringXxx call.
  */
 typedef struct DataKey
 {
@@ -20,8 +17,6 @@ typedef struct DataKey
 	int32		class_id;
 	uint32		version;
 	unsigned char *key;			/* a secure slot */
-	EVP_CIPHER_CTX *enc;
-	EVP_CIPHER_CTX *dec;
 } DataKey;
 
 extern DataKey *KeyringActiveDataKey(int32 class_id);

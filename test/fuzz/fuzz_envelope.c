@@ -129,7 +129,7 @@ OpenValue(AtrestKind kind, const unsigned char *p, size_t len,
 
 	ctlen = len - ENVELOPE_OVERHEAD;
 	GuardedAlloc(&pay, ctlen);
-	st = EnvelopeDecrypt(dec_ctx, p, len, pay.p);
+	st = EnvelopeDecrypt(dec_ctx, test_key, p, len, pay.p);
 	if (st != ENVELOPE_OK || (hdr.flags & ENVELOPE_FLAG_LZ4) == 0)
 	{
 		if (st == ENVELOPE_OK)
@@ -170,7 +170,7 @@ SealRaw(AtrestKind kind, uint8_t flags, int32_t class_id, uint32_t version,
 	EnvelopeWriteHeader(sealed->p, kind, flags, class_id, version);
 	/* a fixed nonce: the harness is deterministic; the server uses RAND_bytes */
 	memset(sealed->p + ENVELOPE_HEADER_LEN, 0x5a, ENVELOPE_NONCE_LEN);
-	if (EnvelopeEncrypt(enc_ctx, sealed->p, payload, len) != ENVELOPE_OK)
+	if (EnvelopeEncrypt(enc_ctx, test_key, sealed->p, payload, len) != ENVELOPE_OK)
 		Fail("EnvelopeEncrypt failed");
 }
 
@@ -476,12 +476,10 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 
 	(void) argc;
 	(void) argv;
-	enc_ctx = EVP_CIPHER_CTX_new();
-	dec_ctx = EVP_CIPHER_CTX_new();
-	/* as the key cache does: the key schedule once, a nonce per value */
-	if (enc_ctx == NULL || dec_ctx == NULL ||
-		EVP_EncryptInit_ex(enc_ctx, EVP_aes_256_gcm(), NULL, test_key, NULL) != 1 ||
-		EVP_DecryptInit_ex(dec_ctx, EVP_aes_256_gcm(), NULL, test_key, NULL) != 1)
+	enc_ctx = EnvelopeNewContext(true);
+	dec_ctx = EnvelopeNewContext(false);
+	/* as the backend does: two contexts, a key set into one per value */
+	if (enc_ctx == NULL || dec_ctx == NULL)
 		Fail("could not set up AES-256-GCM");
 	SelfTest();
 	if (seeds != NULL && seeds[0] != '\0')

@@ -15,10 +15,11 @@
 #     the keys are, and the test now knows every key the backend holds.
 #  3. A core dump made the way the kernel makes one (gdb's gcore honours MADV_DONTDUMP,
 #     like the kernel does): the service key and the database key are not in it; a dump
-#     with dump-excluded-mappings on has them (so the search works).  The data keys ARE in
-#     an ordinary core dump: OpenSSL keeps each data key's AES key schedule, whose first
-#     32 bytes are the key, in its own heap memory, which is neither locked nor excluded.
-#     That is recorded as a TODO test (known weakness), not hidden.
+#     with dump-excluded-mappings on has them (so the search works).  No data key is in
+#     an ordinary core dump either, although values were just sealed and opened: a data
+#     key is set into OpenSSL's cipher context (its heap is neither locked nor excluded,
+#     and an AES-256 key schedule starts with the key) only for one operation, and an
+#     all-zero key replaces it afterwards.
 #  4. After atrest.recheck_keys() (the cache is dropped): no byte string of any of those
 #     keys is left anywhere in the process, secure pages and heap included (a full dump
 #     with dump-excluded-mappings on).  This does not prove that no copy ever reached
@@ -184,12 +185,7 @@ SKIP:
 	is(count_in($core, $svc_hex), 0, 'nor the hex text of the service key');
 	my $data_in_core = scalar(grep { count_in($core, $_) > 0 } keys %is_data);
 	undef $core;
-  TODO:
-	{
-		local $TODO = 'OpenSSL keeps each data key\'s AES key schedule (which starts with the key) '
-		  . 'in its own heap, outside the locked no-dump pages';
-		is($data_in_core, 0, 'no data key is in an ordinary core dump');
-	}
+	is($data_in_core, 0, 'no data key is in an ordinary core dump');
 	note("data keys found in an ordinary core dump: $data_in_core of " . scalar(keys %is_data));
 
 	# --- 4. after the cache is dropped ---------------------------------------------------
