@@ -152,7 +152,8 @@ sub spew
 }
 
 # Run SQL in one psql session as postgres; returns its output (-At format).  Dies on
-# error unless allow_fail, in which case it returns (undef, stderr).
+# error unless allow_fail, in which case it returns (undef, stderr), or keep_going, which
+# runs every statement whatever fails and returns (stdout, stderr).
 my $qn = 0;
 sub psql
 {
@@ -161,9 +162,11 @@ sub psql
 	my $f = sprintf('%s/q%04d.sql', $work, ++$qn);
 	spew($f, $sql . "\n");
 	chmod 0644, $f;
-	my $out = `$RUNUSER -u postgres -- $PG_BIN/psql -X -q -At -v ON_ERROR_STOP=1 -d $db -f $f 2>$work/psql.err`;
+	my $stop = $o{keep_going} ? '' : '-v ON_ERROR_STOP=1';
+	my $out = `$RUNUSER -u postgres -- $PG_BIN/psql -X -q -At $stop -d $db -f $f 2>$work/psql.err`;
 	my $rc = $?;
 	my $err = slurp("$work/psql.err");
+	return ($out, $err) if $o{keep_going};
 	if ($rc != 0)
 	{
 		return (undef, $err) if $o{allow_fail};
@@ -552,7 +555,7 @@ sub perf_start
 	{
 		open(STDOUT, '>', '/dev/null');
 		open(STDERR, '>', "$work/perf.err");
-		exec('perf', 'record', '-q', '-a', '-e', 'atrestbench:*', '-o', $data)
+		exec('perf', 'record', '-q', '-a', '-e', 'sched:sched_process_fork', '-e', 'atrestbench:*', '-o', $data)
 		  or POSIX::_exit(127);
 	}
 	push @CHILDREN, $pid;
@@ -560,19 +563,38 @@ sub perf_start
 	return $pid;
 }
 
-# Stop perf and count the probe hits of each process: { pid => { event => n } }.
+# Stop perf and count the probe hits of each process: { pid => { event => n } }, and
+# which processes the sandbox's postmaster forked while it ran (parallel workers).
 sub perf_stop
 {
 	my $pid = shift;
 	kill 'INT', $pid;
 	waitpid($pid, 0);
 	@CHILDREN = grep { $_ != $pid } @CHILDREN;
-	my %count;
-	for (`perf script -i $work/perf.data -F pid,event 2>/dev/null`)
+	my (%count, %parent);
+	for (`perf script -i $work/perf.data -F pid,event,trace 2>/dev/null`)
 	{
-		$count{$1}{$2}++ if /^\s*(\d+)\s+atrestbench:(\w+)/;
+		if (/^\s*(\d+)\s+atrestbench:(\w+)/)
+		{
+			$count{$1}{$2}++;
+		}
+		elsif (/sched_process_fork:.*\bpid=(\d+).*child_pid=(\d+)/)
+		{
+			$parent{$2} = $1;
+		}
 	}
-	return \%count;
+	my ($postmaster) = slurp("$ENV{ATREST_PGDATA}/postmaster.pid") =~ /^(\d+)/;
+	my %forked = map { $_ => 1 } grep { $postmaster && $parent{$_} == $postmaster } keys %parent;
+	return (\%count, \%forked);
+}
+
+# Sum of one probe's hits over a set of processes.
+sub hits
+{
+	my ($count, $event, @pids) = @_;
+	my $n = 0;
+	$n += $count->{$_}{$event} // 0 for @pids;
+	return $n;
 }
 
 if ($want{provider} && $cmk)
@@ -585,7 +607,8 @@ if ($want{provider} && $cmk)
 	psql("SELECT atrest.enable_cmk('pkcs11', '$C{cmk_uri}');", db => $kdb);
 	my $use_perf = perf_setup();
 	my $perf = $use_perf ? perf_start() : undef;
-	my ($ms, $lines) = timed_db($kdb, undef,
+	# a serial plan: this is about one backend (parallel workers are measured below)
+	my ($ms, $lines) = timed_db($kdb, 'SET max_parallel_workers_per_gather = 0;',
 		'SELECT pg_backend_pid();',
 		'SELECT session_last_unwrap IS NULL FROM atrest.key_status;',
 		'SELECT length(v::text) > 0 FROM k WHERE id = 1;',
@@ -593,7 +616,7 @@ if ($want{provider} && $cmk)
 		"SELECT count(*), sum(length(v::text)) FROM k WHERE id <= $reads;",
 		"SELECT to_char(session_last_unwrap, 'HH24:MI:SS.US') FROM atrest.key_status;");
 	my ($bpid, $before, $one, $t1, $cnt, $t2) = @$lines;
-	my $counts = $perf ? perf_stop($perf) : undef;
+	my ($counts) = $perf ? perf_stop($perf) : (undef);
 	($cnt) = split /\|/, $cnt;
 	$PROV{reads} = $cnt;
 	$PROV{read_ms} = $ms->[4];
@@ -609,23 +632,48 @@ if ($want{provider} && $cmk)
 		note("PKCS#11 calls of that backend (perf uprobes on $pkcs11_module): $PROV{perf_detail}");
 	}
 
-	# One call per TTL: a backend reading for a few TTLs.
 	if ($use_perf)
 	{
+		# One call per TTL: a backend reading for a few TTLs.
 		my $secs = $C{ttl_seconds};
 		$perf = perf_start();
-		my ($ms2, $lines2) = timed_db($kdb, "SET atrest.key_cache_ttl = 1;\nSELECT pg_backend_pid();",
+		my ($ms2, $lines2) = timed_db($kdb, "SET max_parallel_workers_per_gather = 0;\nSET atrest.key_cache_ttl = 1;\nSELECT pg_backend_pid();",
 			"DO \$\$ DECLARE t0 timestamptz := clock_timestamp(); BEGIN "
 			  . "WHILE clock_timestamp() < t0 + interval '$secs s' LOOP "
 			  . "PERFORM sum(length(v::text)) FROM k WHERE id <= 20000; END LOOP; END \$\$;");
-		$counts = perf_stop($perf);
-		my $bpid2 = $lines2->[0];
-		$PROV{ttl_unwraps} = $counts->{$bpid2}{decrypt_init} // 0;
+		($counts) = perf_stop($perf);
+		$PROV{ttl_unwraps} = $counts->{ $lines2->[0] }{decrypt_init} // 0;
 		$PROV{ttl_seconds} = $ms2->[0] / 1000;
 		# the first use unwraps, then one more each time a second has passed
 		$PROV{ttl_expected} = 1 + floor($PROV{ttl_seconds});
 		note(sprintf('with atrest.key_cache_ttl = 1 s, a backend reading for %.1f s made %d unwrap calls (expected at most %d)',
 			$PROV{ttl_seconds}, $PROV{ttl_unwraps}, $PROV{ttl_expected}));
+
+		# Parallel queries: each worker is a process of its own, with a key cache of its own.
+		# (a parallel plan even for the quick run's smaller table)
+		my $q = "SELECT sum(length(v::text)) FROM k WHERE id <= 20000;";
+		my $par_set = "SET parallel_setup_cost = 0;\nSET parallel_tuple_cost = 0;\nSET min_parallel_table_scan_size = 0;\n";
+		my $plan = psql("${par_set}EXPLAIN (COSTS OFF) $q", db => $kdb);
+		my ($planned) = $plan =~ /Workers Planned: (\d+)/;
+		my $nq = 10;
+		$perf = perf_start();
+		my ($out, $err) = psql("${par_set}SELECT pg_backend_pid();\n" . join("\n", ($q) x $nq), db => $kdb, keep_going => 1);
+		my ($counts3, $forked) = perf_stop($perf);
+		my ($lpid) = ($out // '') =~ /^(\d+)$/m;
+		my @workers = grep { $_ != ($lpid // 0) } keys %$forked;
+		my @callers = grep { hits($counts3, 'decrypt_init', $_) } @workers;
+		$PROV{par_planned} = $planned // 0;
+		$PROV{par_queries} = $nq;
+		$PROV{par_leader} = hits($counts3, 'decrypt_init', $lpid // 0);
+		$PROV{par_workers} = scalar @callers;
+		$PROV{par_calls} = hits($counts3, 'decrypt_init', @workers);
+		$PROV{par_logins} = hits($counts3, 'login', @workers);
+		$PROV{par_errors} = () = ($err // '') =~ /ERROR:/g;
+		($PROV{par_error}) = ($err // '') =~ /(ERROR:.*\n(?:DETAIL:.*)?)/;
+		note(sprintf('%d parallel queries (%d workers planned each): the leader made %d unwrap call(s), %d worker processes made %d '
+			  . '(%d logins); %d queries failed%s', $nq, $PROV{par_planned}, $PROV{par_leader}, $PROV{par_workers},
+			$PROV{par_calls}, $PROV{par_logins}, $PROV{par_errors},
+			$PROV{par_error} ? ": $PROV{par_error}" =~ s/\n/ /gr : ''));
 	}
 	cleanup();
 	psql('SELECT atrest.disable_cmk();', db => $kdb);
@@ -936,13 +984,25 @@ if (%PROV)
 	push @report, $line;
 	push @report, sprintf('with atrest.key_cache_ttl = 1 s, reading for %.1f s: %d unwrap calls (at most %d expected)',
 		$PROV{ttl_seconds}, $PROV{ttl_unwraps}, $PROV{ttl_expected}) if defined $PROV{ttl_unwraps};
+	my $par;
+	if (defined $PROV{par_queries})
+	{
+		$par = sprintf('%d parallel queries (%d workers planned each): leader %d unwrap call(s), %d worker processes %d calls '
+			  . '(%d PKCS#11 logins); %d of the queries failed', $PROV{par_queries}, $PROV{par_planned}, $PROV{par_leader},
+			$PROV{par_workers}, $PROV{par_calls}, $PROV{par_logins}, $PROV{par_errors});
+		push @report, $par;
+		push @report, "  first failure: " . ($PROV{par_error} =~ s/\n/ /gr) if $PROV{par_error};
+	}
 	my $one = defined $PROV{perf_unwraps} ? $PROV{perf_unwraps} == 1 : defined $PROV{ts_unwraps};
 	my $ttl_ok = !defined $PROV{ttl_unwraps} || ($PROV{ttl_unwraps} <= $PROV{ttl_expected} && $PROV{ttl_unwraps} >= $PROV{ttl_expected} - 1);
 	goal($one && $ttl_ok, 'one provider call per backend per key-cache TTL: ' . $line
-		  . (defined $PROV{ttl_unwraps} ? sprintf('; %d calls in %.1f s at a 1 s TTL', $PROV{ttl_unwraps}, $PROV{ttl_seconds}) : ''));
+		  . (defined $PROV{ttl_unwraps} ? sprintf('; %d calls in %.1f s at a 1 s TTL', $PROV{ttl_unwraps}, $PROV{ttl_seconds}) : '')
+		  . (defined $PROV{par_queries} ? sprintf('; but every parallel worker is a backend of its own: %d parallel queries made %d calls in workers%s',
+			$PROV{par_queries}, $PROV{par_calls}, $PROV{par_errors} ? " and $PROV{par_errors} failed" : '') : ''));
 	push @md, '', "Provider calls: $line."
 	  . (defined $PROV{ttl_unwraps} ? sprintf(' With `atrest.key_cache_ttl = 1`, a backend reading for %.1f s made %d unwrap calls.',
-		$PROV{ttl_seconds}, $PROV{ttl_unwraps}) : '');
+		$PROV{ttl_seconds}, $PROV{ttl_unwraps}) : '')
+	  . ($par ? " $par." : '');
 }
 elsif ($want{provider})
 {
