@@ -1,9 +1,11 @@
 
 # Crash safety of key changes: the server is killed in the middle of atrest.enable_cmk,
-# disable_cmk, rotate_database_key, rotate_data_key and reencrypt, at a random moment, either
-# by kill -9 of the backend doing the work (its pid from pg_backend_pid() in that session; the
-# postmaster then reinitialises and runs crash recovery) or by an immediate shutdown of the
-# whole server (pg_ctl stop -m immediate, then start).  After every recovery:
+# disable_cmk, rotate_database_key, rotate_data_key and reencrypt, either by kill -9 of the
+# backend doing the work (its pid from pg_backend_pid() in that session; the postmaster then
+# reinitialises and runs crash recovery) or by an immediate shutdown of the whole server
+# (pg_ctl stop -m immediate, then start).  A background session loops one kind of key
+# change; the kill comes after a random number of acknowledged calls, at a random point of
+# the next one (reencrypt: at a random point of its measured duration).  After recovery:
 #   - every value decrypts to what was written (md5 of the plaintext against a plain shadow
 #     table written in the same transactions), in a fresh session that unwraps the keys anew;
 #   - atrest.key_status shows exactly one consistent state: one active database key, every
@@ -21,8 +23,9 @@
 #   ATREST_LONG=1               50 iterations (the issue's long run), unless N is given
 #   ATREST_CRASH_ROWS=N         rows in the table (default 12000; 20000 with ATREST_LONG)
 #   ATREST_SEED=N               random seed (printed, so a failing run can be repeated)
-# e.g.  ATREST_CRASH_ITERATIONS=50 test/sandbox check t/040_crash_key_changes.pl
-# The CMK is a key of the example KMS adapter test/kms/openssl-kms (command provider).
+# e.g.  ATREST_CRASH_ITERATIONS=50 test/sandbox check t/040_crash_key_changes.pl, or
+# test/long/run (docs/reliability.md).  The CMK is a key of the example KMS adapter
+# test/kms/openssl-kms (command provider).
 
 use strict;
 use warnings;

@@ -7,18 +7,22 @@
 #   - zero errors in the clients: pgbench exits 0, reports 0 failed transactions, no client
 #     aborted; every read checks the plaintext against the ledger (an error if it differs);
 #   - zero errors in the key-changing session, and atrest.key_events has exactly its changes;
-#   - exact row counts afterwards: the ledger has one row per begin transaction pgbench
-#     counted, and the store holds exactly the ledger's live results (only rows that expired
-#     before the last purge are gone, none that were deleted is left);
-#   - every value readable afterwards, equal to what was written, under the final keys.
+#   - exact row counts afterwards: the store holds exactly the ledger's live results (only
+#     rows that expired before the last purge are gone, none that was deleted is left), and
+#     the ledger has one row per begin transaction pgbench counted (plus at most one per
+#     client: pgbench leaves out the transactions still running when its time is up);
+#   - every value readable afterwards, equal to what was written, under the final keys;
+#   - then, database-key rotations back to back (as fast as one session can) under the same
+#     number of reading clients: 0 failed transactions (a key-cache load once raced with them).
 # Without the results store (no atrest.begin_analyze), the same workload runs against a plain
 # table with an encrypted column (test/load/setup_table.sql).
 #
 #   ATREST_LOAD_CLIENTS=N   pgbench clients (default 8)
 #   ATREST_LOAD_JOBS=N      pgbench threads (default: 2, the CI machine's cores)
 #   ATREST_LOAD_SECONDS=N   duration (default 12; 60 with ATREST_LONG=1)
-#   ATREST_LONG=1           the issue's long run: 8 clients for 60 seconds
-# e.g.  ATREST_LONG=1 test/sandbox check t/041_key_changes_under_load.pl
+#   ATREST_LONG=1           the issue's long run: 8 clients for 60 seconds (churn: 20 s)
+# e.g.  ATREST_LONG=1 test/sandbox check t/041_key_changes_under_load.pl, or test/long/run
+# (docs/reliability.md).
 # The CMK is a key of the example KMS adapter test/kms/openssl-kms (command provider).
 
 use strict;
@@ -127,9 +131,10 @@ while ($pgbench->pumpable)
 		$expected_events += $events;
 		$purged += $out if $what eq 'purge';
 	}
-	$pgbench->pump_nb;
+	# (pump_nb dies if pgbench has exited since pumpable was asked)
+	eval { $pgbench->pump_nb if $pgbench->pumpable; };
 	sleep(0.25);
-	$pgbench->pump_nb;
+	eval { $pgbench->pump_nb if $pgbench->pumpable; };
 }
 $pgbench->finish;
 my $pgbench_rc = $pgbench->full_result(0) >> 8;
@@ -167,8 +172,11 @@ is($node->safe_psql('postgres', $state_sql), '1 1 0',
 $node->safe_psql('postgres', 'SELECT load_purge()');
 $purged += $node->safe_psql('postgres', 'SELECT rows_deleted FROM load_purges ORDER BY started_at DESC LIMIT 1');
 ok($purged > 0, "the purge removed expired results ($purged)");
-is($node->safe_psql('postgres', 'SELECT count(*) - 200 FROM load_ledger'),
-	$tx{begin}, 'the ledger has one row per begin transaction');
+# pgbench does not count the transactions still running when -T runs out, which the server
+# may yet commit: one per client at most.
+my $begun = $node->safe_psql('postgres', 'SELECT count(*) - 200 FROM load_ledger');
+ok($begun >= $tx{begin} && $begun <= $tx{begin} + $clients,
+	"the ledger has one row per begin transaction ($begun rows, pgbench counted $tx{begin})");
 
 my $counts = $node->safe_psql(
 	'postgres', q{
