@@ -967,17 +967,15 @@ atrest_rotate_data_key(PG_FUNCTION_ARGS)
 }
 
 /*
- * Write a new wrapped form for the active database key (same id): under the
- * service key alone, or additionally under a CMK.  Returns the provider's
- * key version for a CMK.  The proof round trip happens before anything is
- * written; ereport(ERROR) leaves the state unchanged.
+ * Wrap "len" bytes at "in" under a CMK and prove the key works: unwrap the
+ * result again and compare.  Returns the wrapped bytes; *key_version names
+ * the key version used.  ereport(ERROR, AT001) on any failure.
  */
 static bytea *
-ProtectDatabaseKey(const unsigned char *dbk, const pg_uuid_t *id,
-				   const char *provider, const char *key_uri, char **key_version)
+ProviderRoundTrip(const char *provider, const char *key_uri,
+				  const unsigned char *in, size_t len, char **key_version)
 {
-	bytea	   *inner = ServiceWrap(dbk, id);
-	const AtrestProvider *p;
+	const AtrestProvider *p = ProviderLookup(provider);
 	unsigned char *outer,
 			   *back;
 	size_t		outerlen,
@@ -985,27 +983,36 @@ ProtectDatabaseKey(const unsigned char *dbk, const pg_uuid_t *id,
 	char	   *reason = NULL;
 	bytea	   *result;
 
-	if (provider == NULL)
-		return inner;
-
-	p = ProviderLookup(provider);
 	p->validate_uri(key_uri);
-	if (!p->wrap(key_uri, (unsigned char *) VARDATA(inner), VARSIZE(inner) - VARHDRSZ,
-				 &outer, &outerlen, key_version, &reason))
-	{
+	if (!p->wrap(key_uri, in, len, &outer, &outerlen, key_version, &reason))
 		ProviderFailed(provider, key_uri, reason ? reason : "wrap failed");
-	}
 	if (!p->unwrap(key_uri, *key_version, outer, outerlen, &back, &backlen, &reason))
-	{
 		ProviderFailed(provider, key_uri, reason ? reason : "unwrap failed");
-	}
-	if (backlen != VARSIZE(inner) - VARHDRSZ || memcmp(back, VARDATA(inner), backlen) != 0)
+	if (backlen != len || memcmp(back, in, len) != 0)
 		ProviderFailed(provider, key_uri, "the key did not give back what it wrapped");
 
 	result = (bytea *) palloc(VARHDRSZ + outerlen);
 	SET_VARSIZE(result, VARHDRSZ + outerlen);
 	memcpy(VARDATA(result), outer, outerlen);
 	return result;
+}
+
+/*
+ * Write a new wrapped form for the active database key (same id): under the
+ * service key alone (provider NULL), or additionally under a CMK.  Returns
+ * the provider's key version for a CMK.  The proof round trip happens before
+ * anything is written; ereport(ERROR) leaves the state unchanged.
+ */
+static bytea *
+ProtectDatabaseKey(const unsigned char *dbk, const pg_uuid_t *id,
+				   const char *provider, const char *key_uri, char **key_version)
+{
+	bytea	   *inner = ServiceWrap(dbk, id);
+
+	if (provider == NULL)
+		return inner;
+	return ProviderRoundTrip(provider, key_uri, (unsigned char *) VARDATA(inner),
+							 VARSIZE(inner) - VARHDRSZ, key_version);
 }
 
 static void
@@ -1234,25 +1241,12 @@ atrest_provider_selftest(PG_FUNCTION_ARGS)
 {
 	char	   *provider = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	char	   *key_uri = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	const AtrestProvider *p = ProviderLookup(provider);
 	unsigned char probe[WRAPPED_KEY_LEN];
-	unsigned char *outer,
-			   *back;
-	size_t		outerlen,
-				backlen;
 	char	   *kver = NULL;
-	char	   *reason = NULL;
 
-	p->validate_uri(key_uri);
 	if (RAND_bytes(probe, sizeof(probe)) != 1)
 		elog(ERROR, "pg_atrest: RAND_bytes failed");
-	if (!p->wrap(key_uri, probe, sizeof(probe), &outer, &outerlen, &kver, &reason) ||
-		!p->unwrap(key_uri, kver, outer, outerlen, &back, &backlen, &reason))
-	{
-		ProviderFailed(provider, key_uri, reason ? reason : "unknown failure");
-	}
-	if (backlen != sizeof(probe) || memcmp(back, probe, backlen) != 0)
-		ProviderFailed(provider, key_uri, "the key did not give back what it wrapped");
+	(void) ProviderRoundTrip(provider, key_uri, probe, sizeof(probe), &kver);
 	PG_RETURN_TEXT_P(cstring_to_text(kver));
 }
 

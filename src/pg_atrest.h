@@ -26,6 +26,9 @@ extern char *atrest_service_key_command;
 extern char *atrest_service_key_file;
 extern int	atrest_key_cache_ttl;
 
+/* small helpers */
+extern int	HexDigitValue(char c);
+
 /* subsystem initialisation, called from _PG_init */
 extern void KeyringInit(void);
 extern void ServiceKeyInit(void);

@@ -41,6 +41,7 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
+#include "pg_atrest.h"
 #include "provider.h"
 
 #define GCM_IV_LEN			12
@@ -354,18 +355,6 @@ HexEncode(const unsigned char *p, size_t len)
 	return s;
 }
 
-static int
-HexDigit(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Decode a non-empty, even-length hex string; false if it is not one. */
 static bool
 HexDecode(const char *s, size_t slen, unsigned char **out, size_t *outlen)
@@ -377,8 +366,8 @@ HexDecode(const char *s, size_t slen, unsigned char **out, size_t *outlen)
 	buf = palloc(slen / 2);
 	for (size_t i = 0; i < slen / 2; i++)
 	{
-		int			hi = HexDigit(s[2 * i]);
-		int			lo = HexDigit(s[2 * i + 1]);
+		int			hi = HexDigitValue(s[2 * i]);
+		int			lo = HexDigitValue(s[2 * i + 1]);
 
 		if (hi < 0 || lo < 0)
 		{
@@ -448,8 +437,8 @@ PercentDecode(const char *name, const char *s, size_t slen,
 
 		if (c == '%')
 		{
-			int			hi = i + 2 < slen ? HexDigit(s[i + 1]) : -1;
-			int			lo = hi >= 0 ? HexDigit(s[i + 2]) : -1;
+			int			hi = i + 2 < slen ? HexDigitValue(s[i + 1]) : -1;
+			int			lo = hi >= 0 ? HexDigitValue(s[i + 2]) : -1;
 
 			if (lo < 0)
 				return Fail(detail, "The value of attribute \"%s\" has a \"%%\" not followed by two hex digits.",

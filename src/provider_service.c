@@ -52,8 +52,9 @@ ServiceKeySource(void)
 					DataDir, SERVICE_KEY_DIR, SERVICE_KEY_NAME);
 }
 
-static int
-HexValue(char c)
+/* The value of one hexadecimal digit, or -1 (shared with provider_pkcs11.c). */
+int
+HexDigitValue(char c)
 {
 	if (c >= '0' && c <= '9')
 		return c - '0';
@@ -82,8 +83,8 @@ DecodeKeyText(const char *text, size_t len, unsigned char *key)
 		return false;
 	for (int i = 0; i < ATREST_KEY_LEN; i++)
 	{
-		int			hi = HexValue(text[start + 2 * i]);
-		int			lo = HexValue(text[start + 2 * i + 1]);
+		int			hi = HexDigitValue(text[start + 2 * i]);
+		int			lo = HexDigitValue(text[start + 2 * i + 1]);
 
 		if (hi < 0 || lo < 0)
 		{
