@@ -375,6 +375,11 @@ REVOKE ALL ON atrest.key_status FROM PUBLIC;
 ------------------------------------------------------------------------------
 
 SELECT atrest._bootstrap();
+-- key_events' identity sequence was created in this transaction; with
+-- wal_level = minimal a crash before the next checkpoint would rewind it below
+-- the event just logged, so make its position durable with the row.
+SELECT pg_catalog.setval(pg_catalog.pg_get_serial_sequence('atrest.key_events', 'id'),
+                         (SELECT max(id) FROM atrest.key_events));
 
 ------------------------------------------------------------------------------
 ------------------------------------------------------------------------------
