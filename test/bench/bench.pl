@@ -670,8 +670,8 @@ if ($want{provider} && $cmk)
 		$PROV{par_logins} = hits($counts3, 'login', @workers);
 		$PROV{par_errors} = () = ($err // '') =~ /ERROR:/g;
 		($PROV{par_error}) = ($err // '') =~ /(ERROR:.*\n(?:DETAIL:.*)?)/;
-		note(sprintf('%d parallel queries (%d workers planned each): the leader made %d unwrap call(s), %d worker processes made %d '
-			  . '(%d logins); %d queries failed%s', $nq, $PROV{par_planned}, $PROV{par_leader}, $PROV{par_workers},
+		note(sprintf('%d parallel queries (%d workers planned each): the leader made %d unwrap call(s); %d worker processes '
+			  . '(those that decrypted a value) made %d (%d logins); %d queries failed%s', $nq, $PROV{par_planned}, $PROV{par_leader}, $PROV{par_workers},
 			$PROV{par_calls}, $PROV{par_logins}, $PROV{par_errors},
 			$PROV{par_error} ? ": $PROV{par_error}" =~ s/\n/ /gr : ''));
 	}
@@ -1121,13 +1121,13 @@ unset arrow
 unset logscale y
 unset style
 set style data linespoints
-set title "key operations (median ms; goal: flat in rows, under 50 ms)"
+set title "key operations against encrypted rows (median ms; goal: flat, < 50 ms)"
 set logscale x 10
 set xrange [5000:2000000]
 set xtics ("10 k" 10000, "100 k" 100000, "1 M" 1000000)
 set yrange [0:*]
 set ytics auto
-set xlabel "encrypted rows"
+unset xlabel
 set ylabel "ms"
 set key below
 EOF
