@@ -29,6 +29,9 @@
 #include "envelope.h"
 #include "secure_mem.h"
 
+/* Scratch state of the LZ4HC compressor, allocated on first use. */
+static void *lz4_state = NULL;
+
 const char *
 AtrestKindTypeName(AtrestKind kind)
 {
@@ -228,7 +231,12 @@ EnvelopeSeal(AtrestKind kind, int32 class_id, const char *plain, Size len)
 	if (len >= ENVELOPE_COMPRESS_MIN && len <= (Size) LZ4_MAX_INPUT_SIZE)
 	{
 		char	   *cbuf = palloc(EnvelopeLz4Bound(len));
-		Size		clen = EnvelopeLz4Compress(plain, len, cbuf);
+		Size		clen;
+
+		/* the compressor's scratch state lives as long as the backend */
+		if (lz4_state == NULL)
+			lz4_state = MemoryContextAlloc(TopMemoryContext, EnvelopeLz4StateSize());
+		clen = EnvelopeLz4Compress(lz4_state, plain, len, cbuf);
 
 		if (clen > 0)
 		{

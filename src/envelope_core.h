@@ -118,12 +118,20 @@ extern EVP_CIPHER_CTX *EnvelopeNewContext(bool encrypting);
 extern size_t EnvelopeLz4Bound(size_t len);
 
 /*
- * Compress "len" bytes into "out" (room for EnvelopeLz4Bound(len) bytes) as
- * a compressed payload: the raw length prefix, then LZ4 data.  Returns the
- * payload's length, or 0 when compressing is not worth it (short input, or
- * it saves less than an eighth): then the caller seals the plain bytes.
+ * Size of the compressor state that EnvelopeLz4Compress works in (about
+ * 256 kB): allocate it once, aligned for a pointer, and reuse it.
  */
-extern size_t EnvelopeLz4Compress(const char *plain, size_t len, char *out);
+extern size_t EnvelopeLz4StateSize(void);
+
+/*
+ * Compress "len" bytes into "out" (room for EnvelopeLz4Bound(len) bytes) as
+ * a compressed payload: the raw length prefix, then LZ4 data (LZ4HC at its
+ * lowest level: plain LZ4 block format, any LZ4 decoder reads it).  "state"
+ * is scratch space of EnvelopeLz4StateSize() bytes.  Returns the payload's
+ * length, or 0 when compressing is not worth it (short input, or it saves
+ * less than an eighth): then the caller seals the plain bytes.
+ */
+extern size_t EnvelopeLz4Compress(void *state, const char *plain, size_t len, char *out);
 
 /*
  * Read the raw length prefix of a compressed payload of "len" bytes;
