@@ -90,6 +90,11 @@ INSERT INTO atrest.key_classes (id, name) VALUES (1, 'default'), (2, 'model'), (
 ------------------------------------------------------------------------------
 -- Types.  Storage is "external": values may move out of line, but TOAST does
 -- not try to compress them (they are compressed before encryption).
+--
+-- Every function that seals or opens a value is PARALLEL RESTRICTED: keys are
+-- unwrapped per backend, and a parallel worker would have to ask the
+-- root-key provider (an HSM login, a KMS call) afresh for every query it
+-- serves.  Scans still run in parallel; values are opened in the leader.
 ------------------------------------------------------------------------------
 
 CREATE FUNCTION atrest.encrypted_typmod_in(cstring[]) RETURNS integer
@@ -100,13 +105,13 @@ CREATE FUNCTION atrest.encrypted_typmod_out(integer) RETURNS cstring
 -- encrypted_jsonb
 CREATE TYPE atrest.encrypted_jsonb;
 CREATE FUNCTION atrest.encrypted_jsonb_in(cstring, oid, integer) RETURNS atrest.encrypted_jsonb
-    AS 'MODULE_PATHNAME' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+    AS 'MODULE_PATHNAME' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
 CREATE FUNCTION atrest.encrypted_jsonb_out(atrest.encrypted_jsonb) RETURNS cstring
-    AS 'MODULE_PATHNAME' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+    AS 'MODULE_PATHNAME' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
 CREATE FUNCTION atrest.encrypted_jsonb_recv(internal, oid, integer) RETURNS atrest.encrypted_jsonb
-    AS 'MODULE_PATHNAME' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+    AS 'MODULE_PATHNAME' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
 CREATE FUNCTION atrest.encrypted_jsonb_send(atrest.encrypted_jsonb) RETURNS bytea
-    AS 'MODULE_PATHNAME' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+    AS 'MODULE_PATHNAME' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
 CREATE TYPE atrest.encrypted_jsonb (
     INPUT = atrest.encrypted_jsonb_in,
     OUTPUT = atrest.encrypted_jsonb_out,
@@ -121,13 +126,13 @@ CREATE TYPE atrest.encrypted_jsonb (
 -- encrypted_bytea
 CREATE TYPE atrest.encrypted_bytea;
 CREATE FUNCTION atrest.encrypted_bytea_in(cstring, oid, integer) RETURNS atrest.encrypted_bytea
-    AS 'MODULE_PATHNAME' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+    AS 'MODULE_PATHNAME' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
 CREATE FUNCTION atrest.encrypted_bytea_out(atrest.encrypted_bytea) RETURNS cstring
-    AS 'MODULE_PATHNAME' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+    AS 'MODULE_PATHNAME' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
 CREATE FUNCTION atrest.encrypted_bytea_recv(internal, oid, integer) RETURNS atrest.encrypted_bytea
-    AS 'MODULE_PATHNAME' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+    AS 'MODULE_PATHNAME' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
 CREATE FUNCTION atrest.encrypted_bytea_send(atrest.encrypted_bytea) RETURNS bytea
-    AS 'MODULE_PATHNAME' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+    AS 'MODULE_PATHNAME' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
 CREATE TYPE atrest.encrypted_bytea (
     INPUT = atrest.encrypted_bytea_in,
     OUTPUT = atrest.encrypted_bytea_out,
@@ -142,13 +147,13 @@ CREATE TYPE atrest.encrypted_bytea (
 -- encrypted_text
 CREATE TYPE atrest.encrypted_text;
 CREATE FUNCTION atrest.encrypted_text_in(cstring, oid, integer) RETURNS atrest.encrypted_text
-    AS 'MODULE_PATHNAME' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+    AS 'MODULE_PATHNAME' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
 CREATE FUNCTION atrest.encrypted_text_out(atrest.encrypted_text) RETURNS cstring
-    AS 'MODULE_PATHNAME' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+    AS 'MODULE_PATHNAME' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
 CREATE FUNCTION atrest.encrypted_text_recv(internal, oid, integer) RETURNS atrest.encrypted_text
-    AS 'MODULE_PATHNAME' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+    AS 'MODULE_PATHNAME' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
 CREATE FUNCTION atrest.encrypted_text_send(atrest.encrypted_text) RETURNS bytea
-    AS 'MODULE_PATHNAME' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+    AS 'MODULE_PATHNAME' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
 CREATE TYPE atrest.encrypted_text (
     INPUT = atrest.encrypted_text_in,
     OUTPUT = atrest.encrypted_text_out,
@@ -169,25 +174,25 @@ CREATE TYPE atrest.encrypted_text (
 ------------------------------------------------------------------------------
 
 CREATE FUNCTION atrest.decrypt(atrest.encrypted_jsonb) RETURNS jsonb
-    AS 'MODULE_PATHNAME', 'encrypted_jsonb_decrypt' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+    AS 'MODULE_PATHNAME', 'encrypted_jsonb_decrypt' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
 CREATE FUNCTION atrest.decrypt(atrest.encrypted_bytea) RETURNS bytea
-    AS 'MODULE_PATHNAME', 'encrypted_bytea_decrypt' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+    AS 'MODULE_PATHNAME', 'encrypted_bytea_decrypt' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
 CREATE FUNCTION atrest.decrypt(atrest.encrypted_text) RETURNS text
-    AS 'MODULE_PATHNAME', 'encrypted_text_decrypt' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+    AS 'MODULE_PATHNAME', 'encrypted_text_decrypt' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
 
 CREATE FUNCTION atrest.encrypted_jsonb(jsonb, integer, boolean) RETURNS atrest.encrypted_jsonb
-    AS 'MODULE_PATHNAME', 'encrypted_jsonb_from_plain' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+    AS 'MODULE_PATHNAME', 'encrypted_jsonb_from_plain' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
 CREATE FUNCTION atrest.encrypted_bytea(bytea, integer, boolean) RETURNS atrest.encrypted_bytea
-    AS 'MODULE_PATHNAME', 'encrypted_bytea_from_plain' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+    AS 'MODULE_PATHNAME', 'encrypted_bytea_from_plain' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
 CREATE FUNCTION atrest.encrypted_text(text, integer, boolean) RETURNS atrest.encrypted_text
-    AS 'MODULE_PATHNAME', 'encrypted_text_from_plain' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+    AS 'MODULE_PATHNAME', 'encrypted_text_from_plain' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
 
 CREATE FUNCTION atrest.encrypted_jsonb(atrest.encrypted_jsonb, integer, boolean) RETURNS atrest.encrypted_jsonb
-    AS 'MODULE_PATHNAME', 'encrypted_jsonb_coerce' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+    AS 'MODULE_PATHNAME', 'encrypted_jsonb_coerce' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
 CREATE FUNCTION atrest.encrypted_bytea(atrest.encrypted_bytea, integer, boolean) RETURNS atrest.encrypted_bytea
-    AS 'MODULE_PATHNAME', 'encrypted_bytea_coerce' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+    AS 'MODULE_PATHNAME', 'encrypted_bytea_coerce' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
 CREATE FUNCTION atrest.encrypted_text(atrest.encrypted_text, integer, boolean) RETURNS atrest.encrypted_text
-    AS 'MODULE_PATHNAME', 'encrypted_text_coerce' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+    AS 'MODULE_PATHNAME', 'encrypted_text_coerce' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
 
 CREATE CAST (atrest.encrypted_jsonb AS jsonb) WITH FUNCTION atrest.decrypt(atrest.encrypted_jsonb) AS IMPLICIT;
 CREATE CAST (atrest.encrypted_bytea AS bytea) WITH FUNCTION atrest.decrypt(atrest.encrypted_bytea) AS IMPLICIT;
@@ -220,17 +225,17 @@ CREATE FUNCTION atrest.envelope(v atrest.encrypted_text,
 
 -- helpers of atrest.reencrypt
 CREATE FUNCTION atrest._reseal(atrest.encrypted_jsonb, integer) RETURNS atrest.encrypted_jsonb
-    AS 'MODULE_PATHNAME', 'encrypted_jsonb_reseal' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+    AS 'MODULE_PATHNAME', 'encrypted_jsonb_reseal' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
 CREATE FUNCTION atrest._reseal(atrest.encrypted_bytea, integer) RETURNS atrest.encrypted_bytea
-    AS 'MODULE_PATHNAME', 'encrypted_bytea_reseal' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+    AS 'MODULE_PATHNAME', 'encrypted_bytea_reseal' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
 CREATE FUNCTION atrest._reseal(atrest.encrypted_text, integer) RETURNS atrest.encrypted_text
-    AS 'MODULE_PATHNAME', 'encrypted_text_reseal' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+    AS 'MODULE_PATHNAME', 'encrypted_text_reseal' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
 CREATE FUNCTION atrest._needs_reseal(atrest.encrypted_jsonb, integer) RETURNS boolean
-    AS 'MODULE_PATHNAME', 'encrypted_jsonb_needs_reseal' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+    AS 'MODULE_PATHNAME', 'encrypted_jsonb_needs_reseal' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
 CREATE FUNCTION atrest._needs_reseal(atrest.encrypted_bytea, integer) RETURNS boolean
-    AS 'MODULE_PATHNAME', 'encrypted_bytea_needs_reseal' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+    AS 'MODULE_PATHNAME', 'encrypted_bytea_needs_reseal' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
 CREATE FUNCTION atrest._needs_reseal(atrest.encrypted_text, integer) RETURNS boolean
-    AS 'MODULE_PATHNAME', 'encrypted_text_needs_reseal' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+    AS 'MODULE_PATHNAME', 'encrypted_text_needs_reseal' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
 
 ------------------------------------------------------------------------------
 -- Key management.  SECURITY DEFINER with a pinned search_path, and not
