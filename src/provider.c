@@ -4,6 +4,8 @@
  */
 #include "postgres.h"
 
+#include "utils/guc.h"
+
 #include "provider.h"
 
 static const AtrestProvider *const providers[] = {
@@ -22,4 +24,20 @@ ProviderLookup(const char *name)
 			 errmsg("unknown key provider \"%s\"", name),
 			 errhint("The providers are \"pkcs11\" and \"command\".")));
 	return NULL;				/* keep compiler quiet */
+}
+
+/*
+ * GUC check hook shared by the settings that name a program or a module:
+ * empty, or an absolute path (a relative one would depend on the backend's
+ * working directory).
+ */
+bool
+CheckAbsolutePathSetting(char **newval, void **extra, GucSource source)
+{
+	if (*newval != NULL && (*newval)[0] != '\0' && !is_absolute_path(*newval))
+	{
+		GUC_check_errdetail("The setting must be empty or an absolute path.");
+		return false;
+	}
+	return true;
 }

@@ -17,6 +17,8 @@
 #ifndef ATREST_PROVIDER_H
 #define ATREST_PROVIDER_H
 
+#include "utils/guc.h"
+
 typedef struct AtrestProvider
 {
 	const char *name;
@@ -57,6 +59,9 @@ extern const AtrestProvider AtrestCommandProvider;
 
 /* Find a provider by name; ereport(ERROR) naming the known ones if unknown. */
 extern const AtrestProvider *ProviderLookup(const char *name);
+
+/* GUC check hook: empty or an absolute path (for module and program settings). */
+extern bool CheckAbsolutePathSetting(char **newval, void **extra, GucSource source);
 
 /* Settings owned by the providers, defined in their files. */
 extern void Pkcs11ProviderInit(void);

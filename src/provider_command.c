@@ -1208,18 +1208,6 @@ const AtrestProvider AtrestCommandProvider = {
 	CommandReset
 };
 
-/* GUC check hook: atrest.kms_command must be empty or an absolute path. */
-static bool
-CheckKmsCommand(char **newval, void **extra, GucSource source)
-{
-	if (*newval != NULL && (*newval)[0] != '\0' && !is_absolute_path(*newval))
-	{
-		GUC_check_errdetail("atrest.kms_command must be an absolute path.");
-		return false;
-	}
-	return true;
-}
-
 /* Define the provider's settings; called from _PG_init. */
 void
 CommandProviderInit(void)
@@ -1234,7 +1222,7 @@ CommandProviderInit(void)
 							   "",
 							   PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY,
-							   CheckKmsCommand, NULL, NULL);
+							   CheckAbsolutePathSetting, NULL, NULL);
 
 	DefineCustomIntVariable("atrest.kms_timeout",
 							"Time limit for one run of the KMS adapter program.",

@@ -1372,18 +1372,6 @@ const AtrestProvider AtrestPkcs11Provider = {
 	Pkcs11Reset
 };
 
-/* atrest.pkcs11_module must be empty or an absolute path. */
-static bool
-CheckModulePath(char **newval, void **extra, GucSource source)
-{
-	if (*newval != NULL && (*newval)[0] != '\0' && !is_absolute_path(*newval))
-	{
-		GUC_check_errdetail("The PKCS#11 module must be given as an absolute path.");
-		return false;
-	}
-	return true;
-}
-
 /* Define the provider's settings; called from _PG_init. */
 void
 Pkcs11ProviderInit(void)
@@ -1396,7 +1384,7 @@ Pkcs11ProviderInit(void)
 							   "",
 							   PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY,
-							   CheckModulePath, NULL, NULL);
+							   CheckAbsolutePathSetting, NULL, NULL);
 
 	DefineCustomStringVariable("atrest.pkcs11_pin_file",
 							   "Sets the path of the file holding the user PIN of the PKCS#11 token.",
