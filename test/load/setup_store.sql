@@ -7,8 +7,6 @@
 -- Every store call is made in the same transaction as a row change in the plain ledger table
 -- load_ledger, so the ledger says exactly which results exist and what each holds (md5 of
 -- its plaintext); a value that reads back wrong raises an error, which pgbench counts.
--- setup_table.sql defines the same functions over a plain encrypted table, for a build
--- without the store.
 
 CREATE ROLE load_app LOGIN IN ROLE atrest_service;
 

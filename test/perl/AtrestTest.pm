@@ -59,6 +59,7 @@ our @EXPORT = qw(
   files_contain
   wal_contains
   srcdir
+  kms_adapter
 );
 
 =pod
@@ -305,6 +306,36 @@ sub files_contain
 		$count++ while $data =~ /\Q$needle\E/g;
 	}
 	return $count;
+}
+
+=pod
+
+=item kms_adapter(keydir [, key...])
+
+Makes a KMS adapter for the command provider: a small wrapper around
+test/kms/openssl-kms that keeps its keys in "keydir", so that atrest.kms_command is all
+a server needs.  Creates each named key (version 1).  Returns the wrapper's path, or
+undef when test/kms/openssl-kms is missing.
+
+=cut
+
+sub kms_adapter
+{
+	my ($keydir, @keys) = @_;
+	my $adapter = srcdir() . '/test/kms/openssl-kms';
+	return undef unless -f $adapter;
+
+	my $cmd = "$keydir.kms";
+	PostgreSQL::Test::Utils::append_to_file($cmd,
+		"#!/bin/sh\nATREST_KMS_DIR='$keydir' exec perl '$adapter' \"\$@\"\n");
+	chmod 0755, $cmd;
+	mkdir $keydir unless -d $keydir;
+	foreach my $key (@keys)
+	{
+		my ($out, $err) = run_command([ $cmd, 'create', $key ]);
+		die "openssl-kms create $key failed: $err" unless $out =~ m{kms:openssl/\Q$key\E/1};
+	}
+	return $cmd;
 }
 
 =pod

@@ -28,22 +28,12 @@ use Test::More;
 
 use AtrestTest;
 
-my $adapter = AtrestTest::srcdir() . '/test/kms/openssl-kms';
-plan skip_all => 'no test/kms/openssl-kms' unless -f $adapter;
-
 # Two views of the KMS: the one that holds cmk1 and one that holds nothing (another site).
 my $kms_dir = PostgreSQL::Test::Utils::tempdir('kms');
-my %kms;
-for my $site (qw(here elsewhere))
-{
-	$kms{$site} = "$kms_dir/kms-$site";
-	PostgreSQL::Test::Utils::append_to_file($kms{$site},
-		"#!/bin/sh\nATREST_KMS_DIR='$kms_dir/keys-$site' exec perl '$adapter' \"\$@\"\n");
-	chmod 0755, $kms{$site};
-}
-mkdir "$kms_dir/keys-elsewhere";
-my ($kout, $kerr) = run_command([ $kms{here}, 'create', 'cmk1' ]);
-die "openssl-kms create failed: $kerr" unless $kout =~ m{kms:openssl/cmk1/1};
+my %kms = (
+	here => AtrestTest::kms_adapter("$kms_dir/keys-here", 'cmk1'),
+	elsewhere => AtrestTest::kms_adapter("$kms_dir/keys-elsewhere"));
+plan skip_all => 'no test/kms/openssl-kms' unless $kms{here};
 my $cmk = 'kms:openssl/cmk1';
 
 our $primary = AtrestTest::atrest_node(
