@@ -60,6 +60,7 @@ our @EXPORT = qw(
   wal_contains
   srcdir
   kms_adapter
+  psql_error
 );
 
 =pod
@@ -336,6 +337,24 @@ sub kms_adapter
 		die "openssl-kms create $key failed: $err" unless $out =~ m{kms:openssl/\Q$key\E/1};
 	}
 	return $cmd;
+}
+
+=pod
+
+=item psql_error(node, sql [, dbname])
+
+Runs "sql" with verbose error reports (so the SQLSTATE is in the text) and returns
+what psql wrote to stderr if it failed, or the empty string if it succeeded.
+
+=cut
+
+sub psql_error
+{
+	my ($node, $sql, $dbname) = @_;
+	my ($stdout, $stderr);
+	my $rc = $node->psql($dbname // 'postgres', "\\set VERBOSITY verbose\n$sql",
+		stdout => \$stdout, stderr => \$stderr);
+	return $rc == 0 ? '' : $stderr;
 }
 
 =pod

@@ -62,11 +62,7 @@ sub readable
 # Run SQL expecting failure; returns the verbose error text.
 sub fails
 {
-	my ($sql) = @_;
-	my ($stdout, $stderr);
-	my $rc = $node->psql('postgres', "\\set VERBOSITY verbose\n$sql",
-		stdout => \$stdout, stderr => \$stderr);
-	return $rc == 0 ? '' : $stderr;
+	return AtrestTest::psql_error($node, @_);
 }
 
 my $root_row = q{SELECT md5(string_agg(id || protector || coalesce(key_uri, '')

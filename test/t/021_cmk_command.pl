@@ -59,11 +59,7 @@ my $root_row = q{SELECT md5(string_agg(protector || coalesce(key_version, '') ||
 
 sub fails
 {
-	my ($sql) = @_;
-	my ($stdout, $stderr);
-	my $rc = $node->psql('postgres', "\\set VERBOSITY verbose\n$sql",
-		stdout => \$stdout, stderr => \$stderr);
-	return $rc == 0 ? '' : $stderr;
+	return AtrestTest::psql_error($node, @_);
 }
 
 sub set_command
