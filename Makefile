@@ -15,7 +15,7 @@ OBJS = \
 	src/provider_command.o \
 	src/store.o
 
-DATA = sql/pg_atrest--1.0.sql
+DATA = sql/pg_atrest--1.0.sql sql/pg_atrest--1.1.sql sql/pg_atrest--1.0--1.1.sql
 
 REGRESS = $(patsubst sql/%.sql,%,$(filter-out sql/pg_atrest--%,$(sort $(wildcard sql/*.sql))))
 REGRESS_OPTS = --inputdir=. --outputdir=. --load-extension=pg_atrest

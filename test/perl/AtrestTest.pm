@@ -378,6 +378,92 @@ sub wal_contains
 
 =pod
 
+=item schema_description(node, dbname)
+
+One line per object of the extension and of the schema atrest, sorted: functions and
+procedures with their full definitions, settings and privileges; tables, views and
+sequences with their columns (attribute numbers included: the C code reads key tables by
+column position), privileges and owners; indexes, constraints, triggers, types, casts,
+and the extension's member list.  Two databases with equal descriptions have the same
+pg_atrest, whichever way (install or update) they got it.
+
+=cut
+
+sub schema_description
+{
+	my ($node, $dbname) = @_;
+	return $node->safe_psql(
+		$dbname, q{
+	WITH ns AS (SELECT oid FROM pg_namespace WHERE nspname = 'atrest'),
+	lines AS (
+		SELECT 'function ' || p.oid::regprocedure::text || ' acl=' || coalesce(p.proacl::text, '')
+		       || E'\n' || pg_get_functiondef(p.oid) AS line
+		  FROM pg_proc p WHERE p.pronamespace = (SELECT oid FROM ns) AND p.prokind <> 'a'
+		UNION ALL
+		SELECT 'relation ' || c.relname || ' kind=' || c.relkind::text
+		       || ' owner=' || pg_get_userbyid(c.relowner) || ' acl=' || coalesce(c.relacl::text, '')
+		       || ' persistence=' || c.relpersistence::text || ' options=' || coalesce(c.reloptions::text, '')
+		       || ' columns=' || coalesce((
+		            SELECT string_agg(a.attnum || ' ' || a.attname || ' '
+		                              || format_type(a.atttypid, a.atttypmod)
+		                              || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
+		                              || CASE WHEN a.attidentity <> '' THEN ' identity ' || a.attidentity::text ELSE '' END
+		                              || coalesce(' default ' || pg_get_expr(d.adbin, d.adrelid), '')
+		                              || ' storage=' || a.attstorage::text
+		                              || ' acl=' || coalesce(a.attacl::text, ''),
+		                              ', ' ORDER BY a.attnum)
+		              FROM pg_attribute a
+		              LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+		             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '')
+		       || CASE WHEN c.relkind IN ('v', 'm') THEN E'\n' || pg_get_viewdef(c.oid) ELSE '' END
+		  FROM pg_class c WHERE c.relnamespace = (SELECT oid FROM ns) AND c.relkind <> 'i'
+		UNION ALL
+		SELECT 'sequence ' || s.sequencename || ' ' || s.data_type || ' ' || s.start_value || ' '
+		       || s.min_value || ' ' || s.max_value || ' ' || s.increment_by || ' ' || s.cycle
+		  FROM pg_sequences s WHERE s.schemaname = 'atrest'
+		UNION ALL
+		SELECT 'index ' || pg_get_indexdef(i.indexrelid)
+		  FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+		 WHERE c.relnamespace = (SELECT oid FROM ns)
+		UNION ALL
+		SELECT 'constraint ' || co.conrelid::regclass::text || ' ' || co.conname || ' '
+		       || pg_get_constraintdef(co.oid)
+		  FROM pg_constraint co WHERE co.connamespace = (SELECT oid FROM ns)
+		UNION ALL
+		SELECT 'trigger ' || pg_get_triggerdef(t.oid) || ' enabled=' || t.tgenabled::text
+		  FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+		 WHERE c.relnamespace = (SELECT oid FROM ns) AND NOT t.tgisinternal
+		UNION ALL
+		SELECT 'type ' || t.oid::regtype::text || ' ' || t.typtype::text || ' ' || t.typlen || ' '
+		       || t.typalign::text || ' ' || t.typstorage::text || ' ' || t.typcategory::text || ' '
+		       || t.typinput::text || ' ' || t.typoutput::text || ' ' || t.typreceive::text || ' '
+		       || t.typsend::text || ' ' || t.typmodin::text || ' ' || t.typmodout::text
+		       || ' acl=' || coalesce(t.typacl::text, '')
+		  FROM pg_type t WHERE t.typnamespace = (SELECT oid FROM ns) AND t.typtype <> 'c'
+		       AND t.typelem = 0
+		UNION ALL
+		SELECT 'cast ' || ca.castsource::regtype::text || ' -> ' || ca.casttarget::regtype::text
+		       || ' ' || coalesce(nullif(ca.castfunc, 0)::regprocedure::text, '-') || ' '
+		       || ca.castcontext::text || ca.castmethod::text
+		  FROM pg_cast ca
+		 WHERE ca.castsource IN (SELECT oid FROM pg_type WHERE typnamespace = (SELECT oid FROM ns))
+		    OR ca.casttarget IN (SELECT oid FROM pg_type WHERE typnamespace = (SELECT oid FROM ns))
+		UNION ALL
+		SELECT 'operator ' || o.oid::regoperator::text || ' ' || o.oprcode::text
+		  FROM pg_operator o WHERE o.oprnamespace = (SELECT oid FROM ns)
+		UNION ALL
+		SELECT 'schema owner=' || pg_get_userbyid(n.nspowner) || ' acl=' || coalesce(n.nspacl::text, '')
+		  FROM pg_namespace n WHERE n.oid = (SELECT oid FROM ns)
+		UNION ALL
+		SELECT 'member ' || pg_describe_object(d.classid, d.objid, d.objsubid)
+		  FROM pg_depend d JOIN pg_extension e ON d.refobjid = e.oid
+		 WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
+		       AND e.extname = 'pg_atrest')
+	SELECT string_agg(replace(line, E'\n', ' '), E'\n' ORDER BY line) FROM lines});
+}
+
+=pod
+
 =back
 
 =cut

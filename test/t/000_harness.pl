@@ -24,8 +24,8 @@ $node->safe_psql('postgres', 'CREATE EXTENSION pg_atrest');
 is( $node->safe_psql(
 		'postgres',
 		q{SELECT extversion FROM pg_extension WHERE extname = 'pg_atrest'}),
-	'1.0',
-	'CREATE EXTENSION pg_atrest installs version 1.0');
+	'1.1',
+	'CREATE EXTENSION pg_atrest installs version 1.1');
 
 is( $node->safe_psql(
 		'postgres', q{SELECT '{"a":1}'::atrest.encrypted_jsonb::jsonb}),

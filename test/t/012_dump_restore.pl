@@ -150,7 +150,7 @@ foreach my $format (sort keys %dumps)
 
 	is( $node->safe_psql($target,
 			q{SELECT extversion FROM pg_extension WHERE extname = 'pg_atrest'}),
-		'1.0', "$format: the extension came with the dump");
+		'1.1', "$format: the extension came with the dump");
 	is(fingerprint($target), $src_fp, "$format: same plaintext as the source");
 	is( envelopes($target),
 		'1:result/1 model/1 model/1 default/1 default/1, '

@@ -1,0 +1,1170 @@
+/* pg_atrest--1.1.sql: install script of pg_atrest 1.1 */
+
+-- complain if script is sourced in psql, rather than via CREATE EXTENSION
+\echo Use "CREATE EXTENSION pg_atrest" to load this file. \quit
+
+-- The schema "atrest" is created by CREATE EXTENSION (control file).  Roles
+-- need USAGE on it to name the types; the key tables and key functions below
+-- are never granted to PUBLIC.
+GRANT USAGE ON SCHEMA atrest TO PUBLIC;
+
+------------------------------------------------------------------------------
+-- Key tables.  They hold wrapped keys only; they are not dumped by pg_dump
+-- (a restored database gets keys of its own from CREATE EXTENSION).  The C
+-- code reads them directly, in this column order (src/keyring.c).
+------------------------------------------------------------------------------
+
+CREATE SEQUENCE atrest.key_classes_id_seq START 100 MAXVALUE 65535;
+
+CREATE TABLE atrest.key_classes (
+    id              integer PRIMARY KEY CHECK (id BETWEEN 1 AND 65535),
+    name            text NOT NULL UNIQUE
+                    CHECK (name ~ '^[a-z_][a-z0-9_]{0,62}$'),
+    active_version  integer NOT NULL DEFAULT 0,
+    created_at      timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE atrest.database_keys (
+    id              uuid PRIMARY KEY,
+    active          boolean NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    retired_at      timestamptz,
+    protector       text NOT NULL DEFAULT 'service'
+                    CHECK (protector IN ('service', 'customer')),
+    provider        text,
+    key_uri         text,
+    key_version     text,
+    protected_since timestamptz NOT NULL DEFAULT now(),
+    wrapped         bytea,
+    recheck_at      timestamptz,
+    CHECK (active = (wrapped IS NOT NULL)),
+    CHECK ((protector = 'customer') = (provider IS NOT NULL AND key_uri IS NOT NULL))
+);
+CREATE UNIQUE INDEX database_keys_one_active ON atrest.database_keys (active) WHERE active;
+
+CREATE TABLE atrest.data_keys (
+    class_id        integer NOT NULL REFERENCES atrest.key_classes (id),
+    version         integer NOT NULL CHECK (version > 0),
+    database_key_id uuid NOT NULL REFERENCES atrest.database_keys (id),
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    wrapped         bytea NOT NULL,
+    PRIMARY KEY (class_id, version)
+);
+
+CREATE TABLE atrest.key_events (
+    id                   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    event_time           timestamptz NOT NULL DEFAULT clock_timestamp(),
+    role_name            name NOT NULL DEFAULT session_user,
+    operation            text NOT NULL,
+    key_class            text,
+    key_version          integer,
+    provider             text,
+    key_uri              text,
+    provider_key_version text,
+    outcome              text NOT NULL,
+    detail               text
+);
+
+REVOKE ALL ON atrest.key_classes, atrest.database_keys, atrest.data_keys,
+              atrest.key_events FROM PUBLIC;
+REVOKE ALL ON SEQUENCE atrest.key_classes_id_seq FROM PUBLIC;
+
+-- Every change to a key table tells every backend (standbys included) to
+-- drop its key cache.
+CREATE FUNCTION atrest._key_tables_changed() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'atrest_key_tables_changed' LANGUAGE C;
+REVOKE ALL ON FUNCTION atrest._key_tables_changed() FROM PUBLIC;
+
+CREATE TRIGGER key_cache_invalidate
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON atrest.key_classes
+    FOR EACH STATEMENT EXECUTE FUNCTION atrest._key_tables_changed();
+CREATE TRIGGER key_cache_invalidate
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON atrest.database_keys
+    FOR EACH STATEMENT EXECUTE FUNCTION atrest._key_tables_changed();
+CREATE TRIGGER key_cache_invalidate
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON atrest.data_keys
+    FOR EACH STATEMENT EXECUTE FUNCTION atrest._key_tables_changed();
+
+INSERT INTO atrest.key_classes (id, name) VALUES (1, 'default'), (2, 'model'), (3, 'result');
+
+------------------------------------------------------------------------------
+-- Types.  Storage is "external": values may move out of line, but TOAST does
+-- not try to compress them (they are compressed before encryption).
+--
+-- Every function that seals or opens a value is PARALLEL RESTRICTED: keys are
+-- unwrapped per backend, and a parallel worker would have to ask the
+-- root-key provider (an HSM login, a KMS call) afresh for every query it
+-- serves.  Scans still run in parallel; values are opened in the leader.
+------------------------------------------------------------------------------
+
+CREATE FUNCTION atrest.encrypted_typmod_in(cstring[]) RETURNS integer
+    AS 'MODULE_PATHNAME' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION atrest.encrypted_typmod_out(integer) RETURNS cstring
+    AS 'MODULE_PATHNAME' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+
+-- encrypted_jsonb
+CREATE TYPE atrest.encrypted_jsonb;
+CREATE FUNCTION atrest.encrypted_jsonb_in(cstring, oid, integer) RETURNS atrest.encrypted_jsonb
+    AS 'MODULE_PATHNAME' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+CREATE FUNCTION atrest.encrypted_jsonb_out(atrest.encrypted_jsonb) RETURNS cstring
+    AS 'MODULE_PATHNAME' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+CREATE FUNCTION atrest.encrypted_jsonb_recv(internal, oid, integer) RETURNS atrest.encrypted_jsonb
+    AS 'MODULE_PATHNAME' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+CREATE FUNCTION atrest.encrypted_jsonb_send(atrest.encrypted_jsonb) RETURNS bytea
+    AS 'MODULE_PATHNAME' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+CREATE TYPE atrest.encrypted_jsonb (
+    INPUT = atrest.encrypted_jsonb_in,
+    OUTPUT = atrest.encrypted_jsonb_out,
+    RECEIVE = atrest.encrypted_jsonb_recv,
+    SEND = atrest.encrypted_jsonb_send,
+    TYPMOD_IN = atrest.encrypted_typmod_in,
+    TYPMOD_OUT = atrest.encrypted_typmod_out,
+    INTERNALLENGTH = VARIABLE,
+    STORAGE = external
+);
+
+-- encrypted_bytea
+CREATE TYPE atrest.encrypted_bytea;
+CREATE FUNCTION atrest.encrypted_bytea_in(cstring, oid, integer) RETURNS atrest.encrypted_bytea
+    AS 'MODULE_PATHNAME' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+CREATE FUNCTION atrest.encrypted_bytea_out(atrest.encrypted_bytea) RETURNS cstring
+    AS 'MODULE_PATHNAME' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+CREATE FUNCTION atrest.encrypted_bytea_recv(internal, oid, integer) RETURNS atrest.encrypted_bytea
+    AS 'MODULE_PATHNAME' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+CREATE FUNCTION atrest.encrypted_bytea_send(atrest.encrypted_bytea) RETURNS bytea
+    AS 'MODULE_PATHNAME' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+CREATE TYPE atrest.encrypted_bytea (
+    INPUT = atrest.encrypted_bytea_in,
+    OUTPUT = atrest.encrypted_bytea_out,
+    RECEIVE = atrest.encrypted_bytea_recv,
+    SEND = atrest.encrypted_bytea_send,
+    TYPMOD_IN = atrest.encrypted_typmod_in,
+    TYPMOD_OUT = atrest.encrypted_typmod_out,
+    INTERNALLENGTH = VARIABLE,
+    STORAGE = external
+);
+
+-- encrypted_text
+CREATE TYPE atrest.encrypted_text;
+CREATE FUNCTION atrest.encrypted_text_in(cstring, oid, integer) RETURNS atrest.encrypted_text
+    AS 'MODULE_PATHNAME' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+CREATE FUNCTION atrest.encrypted_text_out(atrest.encrypted_text) RETURNS cstring
+    AS 'MODULE_PATHNAME' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+CREATE FUNCTION atrest.encrypted_text_recv(internal, oid, integer) RETURNS atrest.encrypted_text
+    AS 'MODULE_PATHNAME' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+CREATE FUNCTION atrest.encrypted_text_send(atrest.encrypted_text) RETURNS bytea
+    AS 'MODULE_PATHNAME' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+CREATE TYPE atrest.encrypted_text (
+    INPUT = atrest.encrypted_text_in,
+    OUTPUT = atrest.encrypted_text_out,
+    RECEIVE = atrest.encrypted_text_recv,
+    SEND = atrest.encrypted_text_send,
+    TYPMOD_IN = atrest.encrypted_typmod_in,
+    TYPMOD_OUT = atrest.encrypted_typmod_out,
+    INTERNALLENGTH = VARIABLE,
+    STORAGE = external,
+    CATEGORY = 'S'      -- string category: note || 'x' resolves to text operators
+);
+
+------------------------------------------------------------------------------
+-- Casts.  encrypted -> plain is implicit, so jsonb operators and functions
+-- work unchanged; plain -> encrypted is an assignment cast that gets the
+-- column's typmod; encrypted -> encrypted is the length coercion that moves
+-- a value to the column's key class.
+------------------------------------------------------------------------------
+
+CREATE FUNCTION atrest.decrypt(atrest.encrypted_jsonb) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'encrypted_jsonb_decrypt' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+CREATE FUNCTION atrest.decrypt(atrest.encrypted_bytea) RETURNS bytea
+    AS 'MODULE_PATHNAME', 'encrypted_bytea_decrypt' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+CREATE FUNCTION atrest.decrypt(atrest.encrypted_text) RETURNS text
+    AS 'MODULE_PATHNAME', 'encrypted_text_decrypt' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+
+CREATE FUNCTION atrest.encrypted_jsonb(jsonb, integer, boolean) RETURNS atrest.encrypted_jsonb
+    AS 'MODULE_PATHNAME', 'encrypted_jsonb_from_plain' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+CREATE FUNCTION atrest.encrypted_bytea(bytea, integer, boolean) RETURNS atrest.encrypted_bytea
+    AS 'MODULE_PATHNAME', 'encrypted_bytea_from_plain' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+CREATE FUNCTION atrest.encrypted_text(text, integer, boolean) RETURNS atrest.encrypted_text
+    AS 'MODULE_PATHNAME', 'encrypted_text_from_plain' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+
+CREATE FUNCTION atrest.encrypted_jsonb(atrest.encrypted_jsonb, integer, boolean) RETURNS atrest.encrypted_jsonb
+    AS 'MODULE_PATHNAME', 'encrypted_jsonb_coerce' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+CREATE FUNCTION atrest.encrypted_bytea(atrest.encrypted_bytea, integer, boolean) RETURNS atrest.encrypted_bytea
+    AS 'MODULE_PATHNAME', 'encrypted_bytea_coerce' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+CREATE FUNCTION atrest.encrypted_text(atrest.encrypted_text, integer, boolean) RETURNS atrest.encrypted_text
+    AS 'MODULE_PATHNAME', 'encrypted_text_coerce' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+
+CREATE CAST (atrest.encrypted_jsonb AS jsonb) WITH FUNCTION atrest.decrypt(atrest.encrypted_jsonb) AS IMPLICIT;
+CREATE CAST (atrest.encrypted_bytea AS bytea) WITH FUNCTION atrest.decrypt(atrest.encrypted_bytea) AS IMPLICIT;
+CREATE CAST (atrest.encrypted_text AS text) WITH FUNCTION atrest.decrypt(atrest.encrypted_text) AS IMPLICIT;
+
+CREATE CAST (jsonb AS atrest.encrypted_jsonb) WITH FUNCTION atrest.encrypted_jsonb(jsonb, integer, boolean) AS ASSIGNMENT;
+CREATE CAST (bytea AS atrest.encrypted_bytea) WITH FUNCTION atrest.encrypted_bytea(bytea, integer, boolean) AS ASSIGNMENT;
+CREATE CAST (text AS atrest.encrypted_text) WITH FUNCTION atrest.encrypted_text(text, integer, boolean) AS ASSIGNMENT;
+
+CREATE CAST (atrest.encrypted_jsonb AS atrest.encrypted_jsonb)
+    WITH FUNCTION atrest.encrypted_jsonb(atrest.encrypted_jsonb, integer, boolean) AS IMPLICIT;
+CREATE CAST (atrest.encrypted_bytea AS atrest.encrypted_bytea)
+    WITH FUNCTION atrest.encrypted_bytea(atrest.encrypted_bytea, integer, boolean) AS IMPLICIT;
+CREATE CAST (atrest.encrypted_text AS atrest.encrypted_text)
+    WITH FUNCTION atrest.encrypted_text(atrest.encrypted_text, integer, boolean) AS IMPLICIT;
+
+------------------------------------------------------------------------------
+-- Value inspection: what a value's header says (no decryption).
+------------------------------------------------------------------------------
+
+CREATE FUNCTION atrest.envelope(v atrest.encrypted_jsonb,
+    OUT key_class text, OUT key_version integer, OUT compressed boolean, OUT stored_bytes integer)
+    AS 'MODULE_PATHNAME', 'encrypted_jsonb_envelope' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION atrest.envelope(v atrest.encrypted_bytea,
+    OUT key_class text, OUT key_version integer, OUT compressed boolean, OUT stored_bytes integer)
+    AS 'MODULE_PATHNAME', 'encrypted_bytea_envelope' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION atrest.envelope(v atrest.encrypted_text,
+    OUT key_class text, OUT key_version integer, OUT compressed boolean, OUT stored_bytes integer)
+    AS 'MODULE_PATHNAME', 'encrypted_text_envelope' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+
+-- helpers of atrest.reencrypt
+CREATE FUNCTION atrest._reseal(atrest.encrypted_jsonb, integer) RETURNS atrest.encrypted_jsonb
+    AS 'MODULE_PATHNAME', 'encrypted_jsonb_reseal' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+CREATE FUNCTION atrest._reseal(atrest.encrypted_bytea, integer) RETURNS atrest.encrypted_bytea
+    AS 'MODULE_PATHNAME', 'encrypted_bytea_reseal' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+CREATE FUNCTION atrest._reseal(atrest.encrypted_text, integer) RETURNS atrest.encrypted_text
+    AS 'MODULE_PATHNAME', 'encrypted_text_reseal' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+CREATE FUNCTION atrest._needs_reseal(atrest.encrypted_jsonb, integer) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'encrypted_jsonb_needs_reseal' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+CREATE FUNCTION atrest._needs_reseal(atrest.encrypted_bytea, integer) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'encrypted_bytea_needs_reseal' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+CREATE FUNCTION atrest._needs_reseal(atrest.encrypted_text, integer) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'encrypted_text_needs_reseal' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+
+------------------------------------------------------------------------------
+-- Key management.  SECURITY DEFINER with a pinned search_path, and not
+-- executable by PUBLIC: grant EXECUTE to the roles that manage keys.
+------------------------------------------------------------------------------
+
+CREATE FUNCTION atrest._bootstrap() RETURNS uuid
+    AS 'MODULE_PATHNAME', 'atrest_bootstrap' LANGUAGE C
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION atrest.create_key_class(name text) RETURNS integer
+    AS 'MODULE_PATHNAME', 'atrest_create_key_class' LANGUAGE C STRICT
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION atrest.rotate_data_key(key_class text DEFAULT NULL)
+    RETURNS TABLE (key_class text, key_version integer)
+    AS 'MODULE_PATHNAME', 'atrest_rotate_data_key' LANGUAGE C
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION atrest.rotate_database_key() RETURNS uuid
+    AS 'MODULE_PATHNAME', 'atrest_rotate_database_key' LANGUAGE C
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION atrest.enable_cmk(provider text, key_uri text) RETURNS void
+    AS 'MODULE_PATHNAME', 'atrest_enable_cmk' LANGUAGE C STRICT
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION atrest.disable_cmk() RETURNS void
+    AS 'MODULE_PATHNAME', 'atrest_disable_cmk' LANGUAGE C
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION atrest.rewrap() RETURNS boolean
+    AS 'MODULE_PATHNAME', 'atrest_rewrap' LANGUAGE C
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION atrest.recheck_keys() RETURNS void
+    AS 'MODULE_PATHNAME', 'atrest_recheck_keys' LANGUAGE C
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION atrest.provider_selftest(provider text, key_uri text) RETURNS text
+    AS 'MODULE_PATHNAME', 'atrest_provider_selftest' LANGUAGE C STRICT;
+
+CREATE FUNCTION atrest._session_key_state(
+    OUT cache_loaded boolean, OUT last_unwrap timestamptz, OUT last_error text,
+    OUT memory_locked boolean, OUT keys_held integer)
+    AS 'MODULE_PATHNAME', 'atrest_session_key_state' LANGUAGE C VOLATILE;
+
+CREATE FUNCTION atrest._service_key_source() RETURNS text
+    AS 'MODULE_PATHNAME', 'atrest_service_key_source' LANGUAGE C STABLE;
+
+CREATE FUNCTION atrest._active_key_version(class_id integer) RETURNS integer
+    AS 'MODULE_PATHNAME', 'atrest_active_key_version' LANGUAGE C STABLE STRICT;
+
+-- atrest.reencrypt: move a column's values to its class's active data key,
+-- in batches of row updates (no table lock beyond ROW EXCLUSIVE).
+CREATE FUNCTION atrest.reencrypt(rel regclass, col name, batch_size integer DEFAULT 1000)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    typ      oid;
+    typmod   integer;
+    class_id integer;
+    total    bigint := 0;
+    n        bigint;
+BEGIN
+    IF batch_size IS NULL OR batch_size < 1 THEN
+        RAISE EXCEPTION 'batch_size must be at least 1' USING ERRCODE = '22023';
+    END IF;
+    SELECT a.atttypid, a.atttypmod INTO typ, typmod
+      FROM pg_attribute a
+     WHERE a.attrelid = rel AND a.attname = col AND a.attnum > 0 AND NOT a.attisdropped;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'column "%" of relation % does not exist', col, rel
+            USING ERRCODE = '42703';
+    END IF;
+    IF typ NOT IN ('atrest.encrypted_jsonb'::regtype, 'atrest.encrypted_bytea'::regtype,
+                   'atrest.encrypted_text'::regtype) THEN
+        RAISE EXCEPTION 'column "%" of relation % is not of an encrypted type', col, rel
+            USING ERRCODE = '42804';
+    END IF;
+    class_id := CASE WHEN typmod < 0 THEN 1 ELSE typmod END;
+    LOOP
+        EXECUTE format(
+            'UPDATE %s SET %I = atrest._reseal(%I, $1) WHERE ctid = ANY (ARRAY('
+            'SELECT ctid FROM %s WHERE %I IS NOT NULL AND atrest._needs_reseal(%I, $1) LIMIT $2))',
+            rel, col, col, rel, col, col)
+        USING class_id, batch_size;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        EXIT WHEN n = 0;
+        total := total + n;
+    END LOOP;
+    RETURN total;
+END;
+$$;
+
+REVOKE ALL ON FUNCTION
+    atrest._bootstrap(),
+    atrest.create_key_class(text),
+    atrest.rotate_data_key(text),
+    atrest.rotate_database_key(),
+    atrest.enable_cmk(text, text),
+    atrest.disable_cmk(),
+    atrest.rewrap(),
+    atrest.recheck_keys(),
+    atrest.provider_selftest(text, text),
+    atrest._session_key_state(),
+    atrest._service_key_source(),
+    atrest.reencrypt(regclass, name, integer)
+FROM PUBLIC;
+
+------------------------------------------------------------------------------
+-- Status.
+------------------------------------------------------------------------------
+
+CREATE VIEW atrest.key_status AS
+SELECT k.protector,
+       CASE WHEN k.protector = 'customer'
+            THEN k.provider || ' (' || k.key_uri || '), over the service key from ' || atrest._service_key_source()
+            ELSE atrest._service_key_source() END AS protector_source,
+       k.provider,
+       k.key_uri,
+       k.key_version,
+       k.protected_since,
+       k.id AS database_key_id,
+       k.created_at AS database_key_created,
+       (SELECT jsonb_object_agg(c.name, c.active_version ORDER BY c.id)
+          FROM atrest.key_classes c) AS active_data_key_versions,
+       (SELECT count(*) FROM atrest.data_keys) AS data_key_versions,
+       current_setting('atrest.key_cache_ttl')::interval AS cache_ttl,
+       s.last_unwrap AS session_last_unwrap,
+       s.last_error AS session_last_error,
+       s.memory_locked AS session_memory_locked
+  FROM atrest.database_keys k, atrest._session_key_state() s
+ WHERE k.active;
+
+REVOKE ALL ON atrest.key_status FROM PUBLIC;
+
+------------------------------------------------------------------------------
+-- The first keys of this database.
+------------------------------------------------------------------------------
+
+SELECT atrest._bootstrap();
+-- key_events' identity sequence was created in this transaction; with
+-- wal_level = minimal a crash before the next checkpoint would rewind it below
+-- the event just logged, so make its position durable with the row.
+SELECT pg_catalog.setval(pg_catalog.pg_get_serial_sequence('atrest.key_events', 'id'),
+                         (SELECT max(id) FROM atrest.key_events));
+
+------------------------------------------------------------------------------
+------------------------------------------------------------------------------
+-- Models and analyze results store, retention policies and the pg_cron
+-- purge job (docs/store.md).
+--
+-- The store's functions are SECURITY DEFINER with a pinned search_path and
+-- are granted to the role atrest_service, which gets nothing else: no key
+-- table, no key function, not the store's tables themselves.  Retention and
+-- scheduling functions are for administrators (never granted).
+--
+-- Errors: 22004 a required argument is NULL; 22023 a malformed model id;
+-- 23505 the model already exists; AT404 the model, or the analyze result,
+-- does not exist (a result that never existed, was deleted or has expired
+-- gives the same error); 55000 the result is not running (completing it
+-- twice), or pg_cron is missing.
+------------------------------------------------------------------------------
+------------------------------------------------------------------------------
+
+-- The application service's role.  Roles are shared by all databases of the
+-- cluster, so another database may have created it already, maybe at this
+-- very moment.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'atrest_service') THEN
+        CREATE ROLE atrest_service NOLOGIN;
+    END IF;
+EXCEPTION
+    WHEN duplicate_object OR unique_violation THEN
+        NULL;
+END;
+$$;
+
+CREATE TABLE atrest.models (
+    model_id    text PRIMARY KEY
+                CONSTRAINT models_model_id_format
+                CHECK (model_id ~ '^[a-zA-Z0-9][a-zA-Z0-9._~-]{1,63}$'),
+    description text,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    definition  atrest.encrypted_jsonb(model),
+    artifact    atrest.encrypted_bytea(model)
+);
+
+-- expires_at is completed_at + atrest.result_ttl, fixed at completion; it is
+-- NULL while the operation runs.
+CREATE TABLE atrest.analyze_results (
+    result_id       uuid PRIMARY KEY,
+    model_id        text NOT NULL REFERENCES atrest.models (model_id) ON DELETE CASCADE,
+    status          text NOT NULL DEFAULT 'notStarted'
+                    CHECK (status IN ('notStarted', 'running', 'succeeded', 'failed', 'canceled')),
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    last_updated_at timestamptz NOT NULL DEFAULT now(),
+    completed_at    timestamptz,
+    expires_at      timestamptz,
+    result          atrest.encrypted_jsonb(result),
+    error           atrest.encrypted_jsonb(result),
+    CHECK ((completed_at IS NULL) = (expires_at IS NULL)),
+    CHECK ((status IN ('succeeded', 'failed', 'canceled')) = (completed_at IS NOT NULL))
+);
+-- the purge walks expires_at; delete_model's cascade looks results up by model
+CREATE INDEX analyze_results_expires_at ON atrest.analyze_results (expires_at);
+CREATE INDEX analyze_results_model_id ON atrest.analyze_results (model_id);
+
+-- Customer data: pg_dump dumps it (decrypted, like any encrypted column; the
+-- restored database encrypts it again under its own keys).
+SELECT pg_catalog.pg_extension_config_dump('atrest.models', '');
+SELECT pg_catalog.pg_extension_config_dump('atrest.analyze_results', '');
+
+-- atrest._result_ttl(): atrest.result_ttl as an interval (src/store.c).
+CREATE FUNCTION atrest._result_ttl() RETURNS interval
+    AS 'MODULE_PATHNAME', 'atrest_result_ttl_value' LANGUAGE C STABLE;
+
+-- Raise 22004 for a NULL model id and 22023 for a malformed one.
+CREATE FUNCTION atrest._check_model_id(model_id text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF model_id IS NULL THEN
+        RAISE EXCEPTION 'model_id must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF model_id !~ '^[a-zA-Z0-9][a-zA-Z0-9._~-]{1,63}$' THEN
+        RAISE EXCEPTION 'invalid model id "%"', model_id
+            USING ERRCODE = '22023',
+                  DETAIL = 'A model id has 2 to 64 characters, letters, digits, ".", "_", "~" '
+                           'and "-", and starts with a letter or a digit.';
+    END IF;
+END;
+$$;
+
+CREATE FUNCTION atrest.create_model(model_id text, description text DEFAULT NULL,
+                                    definition jsonb DEFAULT NULL, artifact bytea DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM atrest._check_model_id(create_model.model_id);
+    INSERT INTO atrest.models (model_id, description, created_at, definition, artifact)
+    VALUES (create_model.model_id, create_model.description, pg_catalog.clock_timestamp(),
+            create_model.definition, create_model.artifact)
+    ON CONFLICT ON CONSTRAINT models_pkey DO NOTHING;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'model "%" already exists', create_model.model_id
+            USING ERRCODE = '23505';
+    END IF;
+END;
+$$;
+
+CREATE FUNCTION atrest.get_model(model_id text,
+    OUT description text, OUT created_at timestamptz, OUT definition jsonb, OUT artifact bytea)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM atrest._check_model_id(get_model.model_id);
+    SELECT m.description, m.created_at, m.definition::jsonb, m.artifact::bytea
+      INTO description, created_at, definition, artifact
+      FROM atrest.models m
+     WHERE m.model_id = get_model.model_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'model "%" does not exist', get_model.model_id
+            USING ERRCODE = 'AT404';
+    END IF;
+END;
+$$;
+
+-- Deletes the model and, with it, all its analyze results.
+CREATE FUNCTION atrest.delete_model(model_id text) RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM atrest._check_model_id(delete_model.model_id);
+    DELETE FROM atrest.models m WHERE m.model_id = delete_model.model_id;
+    RETURN FOUND;
+END;
+$$;
+
+CREATE FUNCTION atrest.begin_analyze(model_id text) RETURNS uuid
+LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    new_id uuid := pg_catalog.gen_random_uuid();
+    ts     timestamptz := pg_catalog.clock_timestamp();
+BEGIN
+    PERFORM atrest._check_model_id(begin_analyze.model_id);
+    IF NOT EXISTS (SELECT 1 FROM atrest.models m WHERE m.model_id = begin_analyze.model_id) THEN
+        RAISE EXCEPTION 'model "%" does not exist', begin_analyze.model_id
+            USING ERRCODE = 'AT404';
+    END IF;
+    INSERT INTO atrest.analyze_results (result_id, model_id, status, created_at, last_updated_at)
+    VALUES (new_id, begin_analyze.model_id, 'running', ts, ts);
+    RETURN new_id;
+END;
+$$;
+
+-- Moves a running result to new_status ('succeeded' with payload as its
+-- result, or 'failed' with payload as its error) and starts its retention
+-- clock; returns the expiry time.
+CREATE FUNCTION atrest._finish_analyze(id uuid, new_status text, payload jsonb)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cur_status text;
+    cur_expiry timestamptz;
+    ts         timestamptz := pg_catalog.clock_timestamp();
+    expiry     timestamptz;
+BEGIN
+    IF id IS NULL THEN
+        RAISE EXCEPTION 'result_id must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF payload IS NULL THEN
+        RAISE EXCEPTION '% must not be null',
+            CASE new_status WHEN 'succeeded' THEN 'result' ELSE 'error' END
+            USING ERRCODE = '22004';
+    END IF;
+    SELECT r.status, r.expires_at INTO cur_status, cur_expiry
+      FROM atrest.analyze_results r
+     WHERE r.result_id = id
+       FOR UPDATE;
+    IF NOT FOUND OR cur_expiry <= ts THEN
+        RAISE EXCEPTION 'analyze result does not exist' USING ERRCODE = 'AT404';
+    END IF;
+    IF cur_status <> 'running' THEN
+        RAISE EXCEPTION 'analyze result is not running'
+            USING ERRCODE = '55000',
+                  DETAIL = format('Its status is %s; only a running analyze operation can complete or fail.',
+                                  cur_status);
+    END IF;
+    expiry := ts + atrest._result_ttl();
+    IF new_status = 'succeeded' THEN
+        UPDATE atrest.analyze_results r
+           SET status = 'succeeded', result = payload,
+               last_updated_at = ts, completed_at = ts, expires_at = expiry
+         WHERE r.result_id = id;
+    ELSE
+        UPDATE atrest.analyze_results r
+           SET status = 'failed', error = payload,
+               last_updated_at = ts, completed_at = ts, expires_at = expiry
+         WHERE r.result_id = id;
+    END IF;
+    RETURN expiry;
+END;
+$$;
+
+CREATE FUNCTION atrest.complete_analyze(result_id uuid, result jsonb) RETURNS timestamptz
+LANGUAGE sql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT atrest._finish_analyze($1, 'succeeded', $2) $$;
+
+CREATE FUNCTION atrest.fail_analyze(result_id uuid, error jsonb) RETURNS timestamptz
+LANGUAGE sql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT atrest._finish_analyze($1, 'failed', $2) $$;
+
+-- A result that does not exist, was deleted or has expired (whether or not
+-- the purge has removed it yet) raises the same AT404 error.
+CREATE FUNCTION atrest.get_analyze_result(model_id text, result_id uuid,
+    OUT status text, OUT created_at timestamptz, OUT last_updated_at timestamptz,
+    OUT result jsonb, OUT error jsonb)
+LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM atrest._check_model_id(get_analyze_result.model_id);
+    IF get_analyze_result.result_id IS NULL THEN
+        RAISE EXCEPTION 'result_id must not be null' USING ERRCODE = '22004';
+    END IF;
+    SELECT r.status, r.created_at, r.last_updated_at, r.result::jsonb, r.error::jsonb
+      INTO status, created_at, last_updated_at, result, error
+      FROM atrest.analyze_results r
+     WHERE r.result_id = get_analyze_result.result_id
+       AND r.model_id = get_analyze_result.model_id
+       AND (r.expires_at IS NULL OR r.expires_at > pg_catalog.clock_timestamp());
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'analyze result does not exist' USING ERRCODE = 'AT404';
+    END IF;
+END;
+$$;
+
+-- True if the result existed (and had not expired); the row is gone when the
+-- caller's transaction commits.  A wrong model id deletes nothing.
+CREATE FUNCTION atrest.delete_analyze_result(model_id text, result_id uuid) RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    alive boolean;
+BEGIN
+    PERFORM atrest._check_model_id(delete_analyze_result.model_id);
+    IF delete_analyze_result.result_id IS NULL THEN
+        RAISE EXCEPTION 'result_id must not be null' USING ERRCODE = '22004';
+    END IF;
+    DELETE FROM atrest.analyze_results r
+     WHERE r.result_id = delete_analyze_result.result_id
+       AND r.model_id = delete_analyze_result.model_id
+    RETURNING (r.expires_at IS NULL OR r.expires_at > pg_catalog.clock_timestamp()) INTO alive;
+    RETURN coalesce(alive, false);
+END;
+$$;
+
+------------------------------------------------------------------------------
+-- Retention: policies, the purge, its record.
+------------------------------------------------------------------------------
+
+-- A row of "rel" has expired once its time_column is older than ttl.
+CREATE TABLE atrest.retention_policies (
+    rel         regclass PRIMARY KEY,
+    time_column name NOT NULL,
+    ttl         interval NOT NULL CHECK (ttl >= interval '0'),
+    builtin     boolean NOT NULL DEFAULT false,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+SELECT pg_catalog.pg_extension_config_dump('atrest.retention_policies', 'WHERE NOT builtin');
+
+-- One row per policy per purge run; kept for 7 days (a built-in policy).
+CREATE TABLE atrest.purge_runs (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    rel          regclass NOT NULL,
+    started_at   timestamptz NOT NULL,
+    finished_at  timestamptz NOT NULL,
+    rows_deleted bigint NOT NULL,
+    batches      integer NOT NULL,
+    via          text NOT NULL CHECK (via IN ('function', 'job'))
+);
+CREATE INDEX purge_runs_finished_at ON atrest.purge_runs (finished_at);
+CREATE INDEX purge_runs_rel ON atrest.purge_runs (rel, id);
+
+INSERT INTO atrest.retention_policies (rel, time_column, ttl, builtin) VALUES
+    ('atrest.analyze_results', 'expires_at', interval '0', true),
+    ('atrest.purge_runs', 'finished_at', interval '7 days', true);
+
+CREATE FUNCTION atrest.add_retention_policy(rel regclass, time_column name, ttl interval)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    kind     "char";
+    rel_owner oid;
+    col_type oid;
+    col_num  smallint;
+BEGIN
+    IF add_retention_policy.rel IS NULL THEN
+        RAISE EXCEPTION 'rel must not be null' USING ERRCODE = '22004';
+    ELSIF add_retention_policy.time_column IS NULL THEN
+        RAISE EXCEPTION 'time_column must not be null' USING ERRCODE = '22004';
+    ELSIF add_retention_policy.ttl IS NULL THEN
+        RAISE EXCEPTION 'ttl must not be null' USING ERRCODE = '22004';
+    ELSIF add_retention_policy.ttl < interval '0' THEN
+        RAISE EXCEPTION 'ttl must not be negative' USING ERRCODE = '22023';
+    END IF;
+    SELECT c.relkind, c.relowner INTO kind, rel_owner
+      FROM pg_catalog.pg_class c WHERE c.oid = add_retention_policy.rel;
+    IF kind = 'p' THEN
+        RAISE EXCEPTION 'cannot add a retention policy to partitioned table %', add_retention_policy.rel
+            USING ERRCODE = '42809',
+                  HINT = 'Add a policy to each partition, or drop partitions that have expired.';
+    ELSIF kind IS DISTINCT FROM 'r' THEN
+        RAISE EXCEPTION '% is not a table', add_retention_policy.rel USING ERRCODE = '42809';
+    END IF;
+    IF NOT pg_catalog.pg_has_role(current_user, rel_owner, 'USAGE') THEN
+        RAISE EXCEPTION 'must be owner of table %', add_retention_policy.rel USING ERRCODE = '42501';
+    END IF;
+    SELECT a.atttypid, a.attnum INTO col_type, col_num
+      FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = add_retention_policy.rel AND a.attname = add_retention_policy.time_column
+       AND a.attnum > 0 AND NOT a.attisdropped;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'column "%" of relation % does not exist',
+            add_retention_policy.time_column, add_retention_policy.rel
+            USING ERRCODE = '42703';
+    END IF;
+    IF col_type NOT IN ('timestamptz'::regtype, 'timestamp'::regtype) THEN
+        RAISE EXCEPTION 'column "%" of relation % is of type %, not a timestamp',
+            add_retention_policy.time_column, add_retention_policy.rel, col_type::regtype
+            USING ERRCODE = '42804',
+                  HINT = 'A retention policy needs a column of type timestamp with time zone or timestamp without time zone.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM atrest.retention_policies p
+                WHERE p.rel = add_retention_policy.rel AND p.builtin) THEN
+        RAISE EXCEPTION 'the retention policy of % is built in', add_retention_policy.rel
+            USING ERRCODE = '55000',
+                  HINT = 'How long analyze results are kept is set by atrest.result_ttl.';
+    END IF;
+    INSERT INTO atrest.retention_policies AS p (rel, time_column, ttl)
+    VALUES (add_retention_policy.rel, add_retention_policy.time_column, add_retention_policy.ttl)
+    ON CONFLICT ON CONSTRAINT retention_policies_pkey
+    DO UPDATE SET time_column = EXCLUDED.time_column, ttl = EXCLUDED.ttl;
+    -- The purge finds expired rows through a btree index on the column.
+    IF NOT EXISTS (SELECT 1
+                     FROM pg_catalog.pg_index i
+                     JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+                     JOIN pg_catalog.pg_am am ON am.oid = ic.relam
+                    WHERE i.indrelid = add_retention_policy.rel AND i.indkey[0] = col_num
+                      AND i.indisvalid AND i.indpred IS NULL AND am.amname = 'btree') THEN
+        RAISE NOTICE 'column "%" of relation % has no index: each purge will scan the whole table',
+            add_retention_policy.time_column, add_retention_policy.rel
+            USING HINT = format('Create one: CREATE INDEX CONCURRENTLY ON %s (%I);',
+                                add_retention_policy.rel, add_retention_policy.time_column);
+    END IF;
+END;
+$$;
+
+CREATE FUNCTION atrest.remove_retention_policy(rel regclass) RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF remove_retention_policy.rel IS NULL THEN
+        RAISE EXCEPTION 'rel must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF EXISTS (SELECT 1 FROM atrest.retention_policies p
+                WHERE p.rel = remove_retention_policy.rel AND p.builtin) THEN
+        RAISE EXCEPTION 'the retention policy of % is built in', remove_retention_policy.rel
+            USING ERRCODE = '55000';
+    END IF;
+    DELETE FROM atrest.retention_policies p WHERE p.rel = remove_retention_policy.rel;
+    RETURN FOUND;
+END;
+$$;
+
+-- The policies to purge now, after forgetting those of dropped tables.  A
+-- policy whose column was dropped, renamed or retyped since is skipped with
+-- a warning.
+CREATE FUNCTION atrest._purgeable_policies()
+RETURNS SETOF atrest.retention_policies
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p atrest.retention_policies;
+BEGIN
+    DELETE FROM atrest.retention_policies rp
+     WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = rp.rel);
+    FOR p IN SELECT * FROM atrest.retention_policies rp ORDER BY rp.builtin DESC, rp.rel::oid LOOP
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                    WHERE a.attrelid = p.rel AND a.attname = p.time_column
+                      AND a.attnum > 0 AND NOT a.attisdropped
+                      AND a.atttypid IN ('timestamptz'::regtype, 'timestamp'::regtype)) THEN
+            RETURN NEXT p;
+        ELSE
+            RAISE WARNING 'skipping the retention policy of %: it has no timestamp column "%"',
+                p.rel, p.time_column;
+        END IF;
+    END LOOP;
+END;
+$$;
+
+-- Delete one batch of at most batch_size rows of rel whose time_column is
+-- before cutoff, oldest first, through the column's index; rows that another
+-- transaction has locked are left for the next run.  Returns the count.
+-- The planner settings keep it on the index even when most of the table has
+-- expired (a sequential scan and sort would read every expired row for each
+-- batch); without an index it still runs, by a sequential scan.
+CREATE FUNCTION atrest._purge_batch(rel regclass, time_column name, cutoff timestamptz,
+                                    batch_size integer)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+SET enable_sort = off
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    EXECUTE format(
+        'DELETE FROM ONLY %1$s WHERE ctid = ANY (ARRAY('
+        'SELECT ctid FROM ONLY %1$s WHERE %2$I < $1 ORDER BY %2$I LIMIT $2 FOR UPDATE SKIP LOCKED))',
+        rel, time_column)
+    USING cutoff, batch_size;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END;
+$$;
+
+CREATE FUNCTION atrest._record_purge_run(rel regclass, started_at timestamptz, rows_deleted bigint,
+                                         batches integer, via text)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO atrest.purge_runs (rel, started_at, finished_at, rows_deleted, batches, via)
+    VALUES ($1, $2, pg_catalog.clock_timestamp(), $3, $4, $5);
+$$;
+
+-- Delete the expired rows of every policy, in batches of batch_size rows, and
+-- return how many.  All batches run in the caller's transaction; as a job,
+-- CALL atrest.purge_expired_job() commits after each batch instead.
+CREATE FUNCTION atrest.purge_expired(batch_size integer DEFAULT 10000) RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p       atrest.retention_policies;
+    started timestamptz;
+    got     bigint;
+    n       bigint;
+    batches integer;
+    total   bigint := 0;
+BEGIN
+    IF batch_size IS NULL OR batch_size < 1 THEN
+        RAISE EXCEPTION 'batch_size must be at least 1' USING ERRCODE = '22023';
+    END IF;
+    FOR p IN SELECT * FROM atrest._purgeable_policies() LOOP
+        started := pg_catalog.clock_timestamp();
+        n := 0;
+        batches := 0;
+        LOOP
+            got := atrest._purge_batch(p.rel, p.time_column, started - p.ttl, batch_size);
+            n := n + got;
+            batches := batches + 1;
+            EXIT WHEN got < batch_size;
+        END LOOP;
+        PERFORM atrest._record_purge_run(p.rel, started, n, batches, 'function');
+        total := total + n;
+    END LOOP;
+    RETURN total;
+END;
+$$;
+
+-- The purge as run by the pg_cron job: one transaction per batch, so no
+-- row lock is held longer than one batch.  Transaction control rules out a
+-- SET clause here, hence the schema-qualified body.
+CREATE PROCEDURE atrest.purge_expired_job(batch_size integer DEFAULT 10000)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    policies atrest.retention_policies[];
+    p        atrest.retention_policies;
+    started  timestamptz;
+    got      bigint;
+    n        bigint;
+    batches  integer;
+BEGIN
+    IF batch_size IS NULL OR batch_size < 1 THEN
+        RAISE EXCEPTION 'batch_size must be at least 1' USING ERRCODE = '22023';
+    END IF;
+    SELECT pg_catalog.array_agg(pp) INTO policies FROM atrest._purgeable_policies() pp;
+    COMMIT;
+    FOREACH p IN ARRAY coalesce(policies, '{}') LOOP
+        started := pg_catalog.clock_timestamp();
+        n := 0;
+        batches := 0;
+        LOOP
+            got := atrest._purge_batch(p.rel, p.time_column, started - p.ttl, batch_size);
+            COMMIT;
+            n := n + got;
+            batches := batches + 1;
+            EXIT WHEN got < batch_size;
+        END LOOP;
+        PERFORM atrest._record_purge_run(p.rel, started, n, batches, 'job');
+        COMMIT;
+    END LOOP;
+END;
+$$;
+
+------------------------------------------------------------------------------
+-- pg_cron jobs.  Jobs live in the database named by cron.database_name;
+-- a job for another database is named "<job>:<database>" (pg_cron keys jobs
+-- by name and user, so one name per database keeps them apart).
+------------------------------------------------------------------------------
+
+CREATE FUNCTION atrest._cron_job_name(job text, db name) RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN $2 = pg_catalog.current_setting('cron.database_name', true) THEN $1
+                ELSE $1 || ':' || $2 END;
+$$;
+
+-- Raise 55000, with a hint saying what to do, unless pg_cron can schedule
+-- jobs from this database.  "call" is the statement to suggest running in
+-- pg_cron's database.
+CREATE FUNCTION atrest._require_pg_cron(call text) RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    crondb text := pg_catalog.current_setting('cron.database_name', true);
+BEGIN
+    IF pg_catalog.to_regprocedure('cron.schedule_in_database(text,text,text,text,text,boolean)') IS NOT NULL THEN
+        RETURN;
+    END IF;
+    IF crondb IS NULL THEN
+        RAISE EXCEPTION 'pg_cron is not installed'
+            USING ERRCODE = '55000',
+                  DETAIL = 'Scheduled jobs need pg_cron 1.4 or later, and this server has not loaded it.',
+                  HINT = 'Install pg_cron (Debian and Ubuntu: apt-get install postgresql-15-cron), '
+                         'set shared_preload_libraries = ''pg_cron,pg_atrest'' and cron.database_name '
+                         'in postgresql.conf, restart PostgreSQL, run CREATE EXTENSION pg_cron in that '
+                         'database, and call this function there.  Until then, run '
+                         'CALL atrest.purge_expired_job() from any other scheduler.';
+    ELSIF pg_catalog.current_database() <> crondb THEN
+        RAISE EXCEPTION 'pg_cron jobs are scheduled from database "%"', crondb
+            USING ERRCODE = '55000',
+                  HINT = format('Connect to database "%s" and run: %s', crondb, call);
+    ELSE
+        RAISE EXCEPTION 'extension "pg_cron" is not installed in this database'
+            USING ERRCODE = '55000',
+                  HINT = 'Run CREATE EXTENSION pg_cron, then call this function again.';
+    END IF;
+END;
+$$;
+
+-- Schedule (or reschedule) job "job" for database db; returns the job id.
+CREATE FUNCTION atrest._schedule_job(job text, db name, schedule text, command text, call text)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    jobname  text;
+    existing bigint;
+    jobid    bigint;
+BEGIN
+    IF db IS NULL THEN
+        RAISE EXCEPTION 'db must not be null' USING ERRCODE = '22004';
+    ELSIF schedule IS NULL THEN
+        RAISE EXCEPTION 'schedule must not be null' USING ERRCODE = '22004';
+    END IF;
+    PERFORM atrest._require_pg_cron(call);
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_database d WHERE d.datname = db) THEN
+        RAISE EXCEPTION 'database "%" does not exist', db USING ERRCODE = '3D000';
+    END IF;
+    jobname := atrest._cron_job_name(job, db);
+    EXECUTE 'SELECT j.jobid FROM cron.job j WHERE j.jobname = $1 ORDER BY j.jobid LIMIT 1'
+        INTO existing USING jobname;
+    IF existing IS NULL THEN
+        EXECUTE 'SELECT cron.schedule_in_database($1, $2, $3, $4, NULL, true)'
+            INTO jobid USING jobname, schedule, command, db::text;
+    ELSE
+        EXECUTE 'SELECT cron.alter_job($1, $2, $3, $4, NULL, true)'
+            USING existing, schedule, command, db::text;
+        jobid := existing;
+    END IF;
+    RETURN jobid;
+END;
+$$;
+
+CREATE FUNCTION atrest._unschedule_job(job text, db name, call text) RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    jobid bigint;
+    found_one boolean := false;
+BEGIN
+    IF db IS NULL THEN
+        RAISE EXCEPTION 'db must not be null' USING ERRCODE = '22004';
+    END IF;
+    PERFORM atrest._require_pg_cron(call);
+    FOR jobid IN EXECUTE 'SELECT j.jobid FROM cron.job j WHERE j.jobname = $1'
+                 USING atrest._cron_job_name(job, db) LOOP
+        EXECUTE 'SELECT cron.unschedule($1)' USING jobid;
+        found_one := true;
+    END LOOP;
+    RETURN found_one;
+END;
+$$;
+
+CREATE FUNCTION atrest.schedule_purge(db name DEFAULT current_database(),
+                                      schedule text DEFAULT '* * * * *')
+RETURNS bigint
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT atrest._schedule_job('atrest-purge', $1, $2, 'CALL atrest.purge_expired_job()',
+                                format('SELECT atrest.schedule_purge(%L, %L);', $1, $2));
+$$;
+
+CREATE FUNCTION atrest.unschedule_purge(db name DEFAULT current_database()) RETURNS boolean
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT atrest._unschedule_job('atrest-purge', $1,
+                                  format('SELECT atrest.unschedule_purge(%L);', $1));
+$$;
+
+CREATE FUNCTION atrest.schedule_rewrap(schedule text DEFAULT '0 * * * *',
+                                       db name DEFAULT current_database())
+RETURNS bigint
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT atrest._schedule_job('atrest-rewrap', $2, $1, 'SELECT atrest.rewrap()',
+                                format('SELECT atrest.schedule_rewrap(%L, %L);', $1, $2));
+$$;
+
+CREATE FUNCTION atrest.unschedule_rewrap(db name DEFAULT current_database()) RETURNS boolean
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT atrest._unschedule_job('atrest-rewrap', $1,
+                                  format('SELECT atrest.unschedule_rewrap(%L);', $1));
+$$;
+
+------------------------------------------------------------------------------
+-- Retention status.  cron_job_scheduled is NULL where pg_cron's tables are
+-- not in this database (look in pg_cron's database).  SECURITY DEFINER, so
+-- that a monitoring role needs only SELECT on the view and EXECUTE on this
+-- function, not rights on every table under a policy; it only counts rows.
+------------------------------------------------------------------------------
+
+CREATE FUNCTION atrest._retention_status()
+RETURNS TABLE (rel regclass, time_column name, ttl interval, builtin boolean,
+               expired_rows bigint, cron_job text, cron_job_scheduled boolean,
+               last_purge_at timestamptz, last_purge_rows bigint, last_purge_via text)
+LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p       record;
+    jobname text := atrest._cron_job_name('atrest-purge', pg_catalog.current_database());
+    has_job boolean;
+BEGIN
+    IF pg_catalog.to_regclass('cron.job') IS NOT NULL THEN
+        EXECUTE 'SELECT EXISTS (SELECT 1 FROM cron.job j WHERE j.jobname = $1 AND j.active)'
+            INTO has_job USING jobname;
+    END IF;
+    FOR p IN SELECT rp.rel, rp.time_column, rp.ttl, rp.builtin,
+                    EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                             WHERE a.attrelid = rp.rel AND a.attname = rp.time_column
+                               AND a.attnum > 0 AND NOT a.attisdropped) AS column_ok
+               FROM atrest.retention_policies rp
+              WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = rp.rel)
+              ORDER BY rp.builtin DESC, rp.rel::oid LOOP
+        rel := p.rel;
+        time_column := p.time_column;
+        ttl := p.ttl;
+        builtin := p.builtin;
+        expired_rows := NULL;
+        IF p.column_ok THEN
+            EXECUTE format('SELECT count(*) FROM ONLY %s WHERE %I < $1', p.rel, p.time_column)
+                INTO expired_rows USING pg_catalog.clock_timestamp() - p.ttl;
+        END IF;
+        cron_job := jobname;
+        cron_job_scheduled := has_job;
+        SELECT r.finished_at, r.rows_deleted, r.via
+          INTO last_purge_at, last_purge_rows, last_purge_via
+          FROM atrest.purge_runs r
+         WHERE r.rel = p.rel
+         ORDER BY r.id DESC
+         LIMIT 1;
+        IF NOT FOUND THEN
+            last_purge_at := NULL;
+            last_purge_rows := NULL;
+            last_purge_via := NULL;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END;
+$$;
+
+CREATE VIEW atrest.retention_status AS
+SELECT * FROM atrest._retention_status();
+
+------------------------------------------------------------------------------
+-- Privileges of the store.
+------------------------------------------------------------------------------
+
+REVOKE ALL ON atrest.models, atrest.analyze_results, atrest.retention_policies,
+              atrest.purge_runs, atrest.retention_status FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION
+    atrest._result_ttl(),
+    atrest._check_model_id(text),
+    atrest.create_model(text, text, jsonb, bytea),
+    atrest.get_model(text),
+    atrest.delete_model(text),
+    atrest.begin_analyze(text),
+    atrest._finish_analyze(uuid, text, jsonb),
+    atrest.complete_analyze(uuid, jsonb),
+    atrest.fail_analyze(uuid, jsonb),
+    atrest.get_analyze_result(text, uuid),
+    atrest.delete_analyze_result(text, uuid),
+    atrest.add_retention_policy(regclass, name, interval),
+    atrest.remove_retention_policy(regclass),
+    atrest._purgeable_policies(),
+    atrest._purge_batch(regclass, name, timestamptz, integer),
+    atrest._record_purge_run(regclass, timestamptz, bigint, integer, text),
+    atrest.purge_expired(integer),
+    atrest._cron_job_name(text, name),
+    atrest._require_pg_cron(text),
+    atrest._schedule_job(text, name, text, text, text),
+    atrest._unschedule_job(text, name, text),
+    atrest.schedule_purge(name, text),
+    atrest.unschedule_purge(name),
+    atrest.schedule_rewrap(text, name),
+    atrest.unschedule_rewrap(name),
+    atrest._retention_status()
+FROM PUBLIC;
+REVOKE ALL ON PROCEDURE atrest.purge_expired_job(integer) FROM PUBLIC;
+
+GRANT EXECUTE ON FUNCTION
+    atrest.create_model(text, text, jsonb, bytea),
+    atrest.get_model(text),
+    atrest.delete_model(text),
+    atrest.begin_analyze(text),
+    atrest.complete_analyze(uuid, jsonb),
+    atrest.fail_analyze(uuid, jsonb),
+    atrest.get_analyze_result(text, uuid),
+    atrest.delete_analyze_result(text, uuid)
+TO atrest_service;
+
+------------------------------------------------------------------------------
+-- In pg_cron's own database, with pg_cron installed, the purge job is
+-- scheduled right away; elsewhere run atrest.schedule_purge('<db>') there.
+------------------------------------------------------------------------------
+
+DO $$
+BEGIN
+    IF pg_catalog.to_regprocedure('cron.schedule_in_database(text,text,text,text,text,boolean)') IS NOT NULL
+       AND pg_catalog.current_database() = pg_catalog.current_setting('cron.database_name', true) THEN
+        PERFORM atrest.schedule_purge();
+    END IF;
+END;
+$$;

@@ -1,0 +1,112 @@
+
+# Updating an installed pg_atrest 1.0 to the current version: CREATE EXTENSION ... VERSION
+# '1.0' (its script as shipped), data of every type in several classes, a stored model and
+# analyze result, a customer-managed key; then ALTER EXTENSION pg_atrest UPDATE.  Everything
+# reads back, key operations go on working, and the updated schema is the same, object for
+# object, as a fresh install of the current version in another database.
+
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+use AtrestTest;
+
+my $kms = AtrestTest::kms_adapter(PostgreSQL::Test::Utils::tempdir('kms') . '/keys', 'cmk1');
+plan skip_all => 'no test/kms/openssl-kms' unless $kms;
+
+my $node = AtrestTest::atrest_node(
+	'upgrade',
+	pkcs11 => 0,
+	create_extension => 0,
+	conf => "atrest.kms_command = '$kms'\n");
+
+my $current = $node->safe_psql('postgres',
+	q{SELECT default_version FROM pg_available_extensions WHERE name = 'pg_atrest'});
+isnt($current, '1.0', "the current version ($current) is not 1.0");
+
+$node->safe_psql('postgres', 'CREATE DATABASE old');
+$node->safe_psql('postgres', 'CREATE DATABASE fresh');
+$node->safe_psql('old', q{CREATE EXTENSION pg_atrest VERSION '1.0'});
+is($node->safe_psql('old', q{SELECT extversion FROM pg_extension WHERE extname = 'pg_atrest'}),
+	'1.0', 'version 1.0 installs from its own script');
+
+# --- data under 1.0 -------------------------------------------------------------------
+$node->safe_psql(
+	'old', q{
+	SELECT atrest.create_key_class('legacy');
+	CREATE TABLE docs (
+		id int PRIMARY KEY,
+		j atrest.encrypted_jsonb(model),
+		b atrest.encrypted_bytea(legacy),
+		t atrest.encrypted_text);
+	INSERT INTO docs
+	SELECT i, jsonb_build_object('n', i, 'pad', repeat('x', i * 10)),
+	       sha256(i::text::bytea), 'row ' || i
+	  FROM generate_series(1, 300) i;
+	SELECT atrest.create_model('m1', 'a model sealed by 1.0', '{"fields": ["total"]}');
+});
+my $rid = $node->safe_psql('old', q{SELECT atrest.begin_analyze('m1')});
+$node->safe_psql('old', qq{SELECT atrest.complete_analyze('$rid', '{"total": 42}')});
+$node->safe_psql('old', q{SELECT atrest.rotate_data_key('model')});
+$node->safe_psql('old',
+	q{INSERT INTO docs VALUES (301, '{"after": "rotation"}', '\x01', 'rotated')});
+$node->safe_psql('old', q{SELECT atrest.enable_cmk('command', 'kms:openssl/cmk1')});
+
+my $fingerprint = q{
+	SELECT md5(string_agg(id || ':' || j::jsonb::text || ':' || encode(b::bytea, 'hex')
+	                      || ':' || t::text, ',' ORDER BY id))
+	  FROM docs};
+my $before = $node->safe_psql('old', $fingerprint);
+my $status = q{SELECT protector || ' ' || coalesce(key_uri, '-') FROM atrest.key_status};
+is($node->safe_psql('old', $status), 'customer kms:openssl/cmk1', '1.0 is under the CMK');
+
+# --- the update -----------------------------------------------------------------------
+$node->safe_psql('old', 'ALTER EXTENSION pg_atrest UPDATE');
+is($node->safe_psql('old', q{SELECT extversion FROM pg_extension WHERE extname = 'pg_atrest'}),
+	$current, "ALTER EXTENSION pg_atrest UPDATE reaches $current");
+
+# A new session, so no key cached by the old one is used.
+is($node->safe_psql('old', $fingerprint), $before, 'every value sealed by 1.0 reads back');
+is($node->safe_psql('old', $status), 'customer kms:openssl/cmk1', 'still under the CMK');
+is( $node->safe_psql('old',
+		qq{SELECT (atrest.get_model('m1')).description,
+		          (atrest.get_analyze_result('m1', '$rid')).result ->> 'total'}),
+	'a model sealed by 1.0|42',
+	'the stored model and analyze result read back');
+
+# Key operations after the update, and values sealed by the new version next to the old.
+$node->safe_psql(
+	'old', q{
+	SELECT atrest.rotate_data_key('legacy');
+	SELECT atrest.rotate_database_key();
+	INSERT INTO docs VALUES (302, '{"after": "update"}', '\x02', 'updated');
+	SELECT atrest.disable_cmk();
+});
+is($node->safe_psql('old', q{SELECT count(*) FROM docs WHERE t::text IS NOT NULL}),
+	302, 'old and new values read after key operations');
+is($node->safe_psql('old', q{SELECT j::jsonb ->> 'after' FROM docs WHERE id = 302}),
+	'update', 'a value sealed after the update reads back');
+
+# --- same schema as a fresh install ---------------------------------------------------
+$node->safe_psql('fresh', 'CREATE EXTENSION pg_atrest');
+my $old_schema = AtrestTest::schema_description($node, 'old');
+my $fresh_schema = AtrestTest::schema_description($node, 'fresh');
+ok(length($fresh_schema) > 1000, 'the schema description is not empty');
+if ($old_schema eq $fresh_schema)
+{
+	pass('the updated schema equals a fresh install of the current version');
+}
+else
+{
+	my %fresh = map { $_ => 1 } split /\n/, $fresh_schema;
+	my %old = map { $_ => 1 } split /\n/, $old_schema;
+	diag("only after the update: $_") foreach grep { !$fresh{$_} } split /\n/, $old_schema;
+	diag("only in a fresh install: $_") foreach grep { !$old{$_} } split /\n/, $fresh_schema;
+	fail('the updated schema equals a fresh install of the current version');
+}
+
+$node->stop;
+done_testing();
