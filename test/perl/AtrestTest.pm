@@ -49,6 +49,7 @@ use File::Spec;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use AtrestFiles ();
 
 our @EXPORT = qw(
   atrest_node
@@ -361,19 +362,30 @@ sub psql_error
 
 =item wal_contains(node, needle)
 
-How many times needle occurs in the node's WAL files (pg_wal), after a CHECKPOINT.
+How many times needle occurs in the WAL records in the node's pg_wal: every segment file
+is read with the header of each WAL page cut out (AtrestFiles::wal_without_page_headers),
+so that a string a page boundary cuts in two is still found.  Committed transactions'
+WAL is on disk already; segments recycled by a checkpoint keep their old bytes under a
+later name and are read too.  Pair every "absent" check with a plain control that the
+same call does find.
 
 =cut
 
 sub wal_contains
 {
 	my ($node, $needle) = @_;
-	$node->safe_psql('postgres', 'CHECKPOINT');
+	my $blcksz = $node->safe_psql('postgres', 'SHOW wal_block_size');
 	my $dir = $node->data_dir . '/pg_wal';
 	opendir my $dh, $dir or die "could not open $dir: $!";
-	my @files = map { "$dir/$_" } grep { /^[0-9A-F]{24}$/ } readdir $dh;
+	my @files = map { "$dir/$_" } sort grep { /^[0-9A-F]{24}$/ } readdir $dh;
 	closedir $dh;
-	return files_contain($needle, @files);
+	my $count = 0;
+	foreach my $f (@files)
+	{
+		my $records = AtrestFiles::wal_without_page_headers(AtrestFiles::slurp_raw($f), $blcksz);
+		$count++ while $records =~ /\Q$needle\E/g;
+	}
+	return $count;
 }
 
 =pod
