@@ -61,6 +61,8 @@ our @EXPORT = qw(
   wal_contains
   srcdir
   kms_adapter
+  counting_kms_adapter
+  provider_calls
   psql_error
 );
 
@@ -338,6 +340,55 @@ sub kms_adapter
 		die "openssl-kms create $key failed: $err" unless $out =~ m{kms:openssl/\Q$key\E/1};
 	}
 	return $cmd;
+}
+
+=pod
+
+=item counting_kms_adapter(keydir, log [, key...])
+
+Like kms_adapter(), but the command it returns (for atrest.kms_command) first appends a
+line "PID OPERATION" to the file "log" for every call it serves: PID is the process that
+ran it (the backend: the command provider execs the adapter directly) and OPERATION the
+request's "operation" (version, wrap, unwrap).  Lines are short single writes to a file
+opened for appending, so concurrent calls do not mix.  Returns undef when
+test/kms/openssl-kms is missing.
+
+=cut
+
+sub counting_kms_adapter
+{
+	my ($keydir, $log, @keys) = @_;
+	my $inner = kms_adapter($keydir, @keys) or return undef;
+	my $cmd = "$keydir.counting-kms";
+	my $script = <<'EOS';
+#!/bin/sh
+req=$(cat)
+op=$(printf '%s' "$req" | sed -n 's/.*"operation" *: *"\([a-z]*\)".*/\1/p')
+echo "$PPID $op" >>'@LOG@'
+printf '%s' "$req" | exec '@INNER@'
+EOS
+	$script =~ s/\@LOG\@/$log/;
+	$script =~ s/\@INNER\@/$inner/;
+	PostgreSQL::Test::Utils::append_to_file($cmd, $script);
+	chmod 0755, $cmd;
+	return $cmd;
+}
+
+=pod
+
+=item provider_calls(log [, pid])
+
+The lines of a counting adapter's log (see counting_kms_adapter()) as a list of
+[pid, operation] pairs, only those of process "pid" when it is given.
+
+=cut
+
+sub provider_calls
+{
+	my ($log, $pid) = @_;
+	return () unless -f $log;
+	my @calls = map { [ split / / ] } split /\n/, PostgreSQL::Test::Utils::slurp_file($log);
+	return defined $pid ? grep { $_->[0] == $pid } @calls : @calls;
 }
 
 =pod
