@@ -97,6 +97,14 @@ CREATE ROLE atrest_regress_user2;
 SET ROLE atrest_regress_user2;
 SHOW atrest.service_key_file;
 SHOW atrest.service_key_command;
+SHOW atrest.pkcs11_module;
+SHOW atrest.pkcs11_pin_file;
+SHOW atrest.kms_command;
+-- of the six, pg_settings shows this role only the one that names nothing
+SELECT name FROM pg_settings
+ WHERE name IN ('atrest.service_key_command', 'atrest.service_key_file', 'atrest.pkcs11_module',
+                'atrest.pkcs11_pin_file', 'atrest.kms_command', 'atrest.key_cache_ttl')
+ ORDER BY name;
 SET atrest.key_cache_ttl = 1;
 RESET ROLE;
 DROP ROLE atrest_regress_user2;

@@ -65,9 +65,13 @@ SELECT DISTINCT (atrest.envelope(note)).key_class FROM paths;
 
 -- COPY FROM, binary format (and COPY TO binary): plaintext in the plain
 -- type's binary format, sealed again on the way in
-COPY (SELECT id, how, doc, blob, note FROM paths) TO '/tmp/pg_atrest_regress_paths.bin' (FORMAT binary);
+-- the file goes into this server's data directory under this backend's pid (no run
+-- collides with another) and is removed at the end (no plaintext is left behind)
+SELECT current_setting('data_directory') || '/pg_atrest_regress_paths.' || pg_backend_pid() || '.bin'
+       AS copy_file \gset
+COPY (SELECT id, how, doc, blob, note FROM paths) TO :'copy_file' (FORMAT binary);
 CREATE TABLE paths_bin (LIKE paths);
-COPY paths_bin FROM '/tmp/pg_atrest_regress_paths.bin' (FORMAT binary);
+COPY paths_bin FROM :'copy_file' (FORMAT binary);
 SELECT count(*) AS same_rows
   FROM paths p JOIN paths_bin b USING (id)
  WHERE p.doc::jsonb = b.doc::jsonb AND p.blob::bytea = b.blob::bytea AND p.note::text = b.note::text;
@@ -75,8 +79,10 @@ SELECT DISTINCT (atrest.envelope(doc)).key_class, (atrest.envelope(blob)).key_cl
   FROM paths_bin;
 -- binary COPY TO carries jsonb's binary format: readable as plain jsonb
 CREATE TABLE plain_bin (id int, how text, doc jsonb, blob bytea, note text);
-COPY plain_bin FROM '/tmp/pg_atrest_regress_paths.bin' (FORMAT binary);
+COPY plain_bin FROM :'copy_file' (FORMAT binary);
 SELECT id, doc FROM plain_bin WHERE id = 1;
+\set rm_copy_file 'rm -f -- ' :'copy_file'
+COPY (SELECT WHERE false) TO PROGRAM :'rm_copy_file';
 
 -- the implicit cast lets jsonb operators and functions work unchanged
 SELECT doc -> 'kind' AS kind, doc ? 'pages' AS has_pages, jsonb_typeof(doc) FROM paths WHERE id = 1;

@@ -49,6 +49,7 @@ use File::Spec;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use AtrestFiles ();
 
 our @EXPORT = qw(
   atrest_node
@@ -60,6 +61,8 @@ our @EXPORT = qw(
   wal_contains
   srcdir
   kms_adapter
+  counting_kms_adapter
+  provider_calls
   psql_error
 );
 
@@ -341,6 +344,55 @@ sub kms_adapter
 
 =pod
 
+=item counting_kms_adapter(keydir, log [, key...])
+
+Like kms_adapter(), but the command it returns (for atrest.kms_command) first appends a
+line "PID OPERATION" to the file "log" for every call it serves: PID is the process that
+ran it (the backend: the command provider execs the adapter directly) and OPERATION the
+request's "operation" (version, wrap, unwrap).  Lines are short single writes to a file
+opened for appending, so concurrent calls do not mix.  Returns undef when
+test/kms/openssl-kms is missing.
+
+=cut
+
+sub counting_kms_adapter
+{
+	my ($keydir, $log, @keys) = @_;
+	my $inner = kms_adapter($keydir, @keys) or return undef;
+	my $cmd = "$keydir.counting-kms";
+	my $script = <<'EOS';
+#!/bin/sh
+req=$(cat)
+op=$(printf '%s' "$req" | sed -n 's/.*"operation" *: *"\([a-z]*\)".*/\1/p')
+echo "$PPID $op" >>'@LOG@'
+printf '%s' "$req" | exec '@INNER@'
+EOS
+	$script =~ s/\@LOG\@/$log/;
+	$script =~ s/\@INNER\@/$inner/;
+	PostgreSQL::Test::Utils::append_to_file($cmd, $script);
+	chmod 0755, $cmd;
+	return $cmd;
+}
+
+=pod
+
+=item provider_calls(log [, pid])
+
+The lines of a counting adapter's log (see counting_kms_adapter()) as a list of
+[pid, operation] pairs, only those of process "pid" when it is given.
+
+=cut
+
+sub provider_calls
+{
+	my ($log, $pid) = @_;
+	return () unless -f $log;
+	my @calls = map { [ split / / ] } split /\n/, PostgreSQL::Test::Utils::slurp_file($log);
+	return defined $pid ? grep { $_->[0] == $pid } @calls : @calls;
+}
+
+=pod
+
 =item psql_error(node, sql [, dbname])
 
 Runs "sql" with verbose error reports (so the SQLSTATE is in the text) and returns
@@ -361,19 +413,30 @@ sub psql_error
 
 =item wal_contains(node, needle)
 
-How many times needle occurs in the node's WAL files (pg_wal), after a CHECKPOINT.
+How many times needle occurs in the WAL records in the node's pg_wal: every segment file
+is read with the header of each WAL page cut out (AtrestFiles::wal_without_page_headers),
+so that a string a page boundary cuts in two is still found.  Committed transactions'
+WAL is on disk already; segments recycled by a checkpoint keep their old bytes under a
+later name and are read too.  Pair every "absent" check with a plain control that the
+same call does find.
 
 =cut
 
 sub wal_contains
 {
 	my ($node, $needle) = @_;
-	$node->safe_psql('postgres', 'CHECKPOINT');
+	my $blcksz = $node->safe_psql('postgres', 'SHOW wal_block_size');
 	my $dir = $node->data_dir . '/pg_wal';
 	opendir my $dh, $dir or die "could not open $dir: $!";
-	my @files = map { "$dir/$_" } grep { /^[0-9A-F]{24}$/ } readdir $dh;
+	my @files = map { "$dir/$_" } sort grep { /^[0-9A-F]{24}$/ } readdir $dh;
 	closedir $dh;
-	return files_contain($needle, @files);
+	my $count = 0;
+	foreach my $f (@files)
+	{
+		my $records = AtrestFiles::wal_without_page_headers(AtrestFiles::slurp_raw($f), $blcksz);
+		$count++ while $records =~ /\Q$needle\E/g;
+	}
+	return $count;
 }
 
 =pod

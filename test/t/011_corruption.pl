@@ -204,20 +204,26 @@ is($node->safe_psql('postgres', 'SELECT md5(t::text) FROM ct WHERE id = 2'),
 is($node->safe_psql('postgres', 'SELECT count(*), sum(id) FROM c'),
 	'4|10', 'every row of c is still there');
 
-# One session: a failing read, then good reads on the same connection.
+# One session: a failing read, then good reads on the same connection (the backend's
+# pid before the errors and after them is the same: no reconnect, no crash).
 {
 	my ($stdout, $stderr);
 	my $ret = $node->psql(
 		'postgres',
-		"SELECT j FROM c WHERE id = 2;\n"
+		"SELECT pg_backend_pid();\n"
+		  . "SELECT j FROM c WHERE id = 2;\n"
 		  . "SELECT md5(j::text) FROM c WHERE id = 4;\n"
 		  . "SELECT t FROM ct WHERE id = 1;\n"
 		  . "SELECT md5(t::text) FROM ct WHERE id = 2;\n"
-		  . "SELECT pg_backend_pid() = pg_backend_pid();\n",
+		  . "SELECT pg_backend_pid();\n",
 		stdout => \$stdout,
 		stderr => \$stderr,
 		on_error_stop => 0);
-	is($stdout, "$md5{c4}\n$md5{ct2}\nt",
+	my ($pid_before, @rest) = split /\n/, $stdout;
+	my $pid_after = pop @rest;
+	like($pid_before // '', qr/^\d+$/, 'the session reports its backend pid');
+	is($pid_after, $pid_before, 'the same backend serves the statements after the errors');
+	is(join("\n", @rest), "$md5{c4}\n$md5{ct2}",
 		'the session that hit the errors goes on reading good rows');
 	like($stderr, qr/value is corrupted.*value is corrupted/s, 'and it hit both errors');
 }

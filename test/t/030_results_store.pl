@@ -115,7 +115,7 @@ cmp_ok(
 	'the large result is stored in TOAST');
 
 # --------------------------------------------------------------------------------------
-# On disk: no marker in heap, TOAST or WAL
+# On disk: no marker in heap, TOAST or WAL (WAL page headers cut out: wal_contains)
 # --------------------------------------------------------------------------------------
 
 my @files = (
@@ -131,6 +131,8 @@ foreach my $what (qw(definition artifact result big_result error))
 # data): the files do show it, which proves the search above can find plaintext.
 cmp_ok(files_contain($marker{description}, @files),
 	'>', 0, 'the plain description column is visible on disk (control)');
+cmp_ok(wal_contains($node, $marker{description}),
+	'>', 0, 'the plain description column is visible in the WAL (control)');
 
 # --------------------------------------------------------------------------------------
 # Privileges of the service role

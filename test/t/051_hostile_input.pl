@@ -44,6 +44,17 @@ sub try_sql
 	return ($out, $err);
 }
 
+# The DETAIL of the first ERROR the server logged after byte offset "from" of its log.
+# The reason a key is unavailable may name files and modules, so the server may keep it
+# for its log (errdetail_log) and tell the client less: the specifics are checked here.
+sub logged_detail
+{
+	my ($from) = @_;
+	my $log = substr(slurp_file($node->logfile), $from);
+	my ($det) = $log =~ /ERROR:[^\n]*\n(?:[^\n]*\n)*?[^\n]*DETAIL:\s+([^\n]*)/;
+	return $det // '';
+}
+
 # The primary error line (SQLSTATE and message) and the DETAIL line of stderr.
 sub error_of
 {
@@ -144,10 +155,11 @@ foreach my $case (@service_cases)
 {
 	my ($name, $conf, $detail, $msg) = @$case;
 	set_conf($conf);
+	my $from = -s $node->logfile;
 	my ($out, $err) = try_sql($read);
 	my ($m, $d) = error_of($err);
 	is($m, 'AT001: ' . ($msg // 'service key is unavailable'), "$name: AT001");
-	like($d, $detail, "$name: the detail says why");
+	like(logged_detail($from), $detail, "$name: the detail in the server log says why");
 	unlike($err, qr/$svc_hex|abababab/i, "$name: no key text in the error");
 }
 set_conf('');
@@ -156,7 +168,9 @@ is($node->safe_psql('postgres', $read), 'secret-C-9012', 'service key restored: 
 # ------------------------------------------------------------------------------------------
 # PKCS#11 and KMS adapter failures (no device needed)
 # ------------------------------------------------------------------------------------------
-my $libz = (grep { -f } ('/lib/x86_64-linux-gnu/libz.so.1', '/usr/lib/x86_64-linux-gnu/libz.so.1'))[0];
+# a shared object that surely exists and is no PKCS#11 module: one of PostgreSQL's own
+my $not_pkcs11 = $node->config_data('--pkglibdir') . '/pgcrypto.so';
+die "$not_pkcs11 not found" unless -f $not_pkcs11;
 my $uri = 'pkcs11:token=atrest;object=cmk';
 my @provider_cases = (
 	[ 'pkcs11 module unset', '', 'pkcs11', qr/atrest\.pkcs11_module is not set/ ],
@@ -166,8 +180,8 @@ my @provider_cases = (
 	  qr/module ".*bad\.key" could not be loaded/ ],
 );
 push @provider_cases,
-  [ 'pkcs11 module without C_GetFunctionList', "atrest.pkcs11_module = '$libz'\n", 'pkcs11',
-	qr/has no C_GetFunctionList/ ] if $libz;
+  [ 'pkcs11 module without C_GetFunctionList', "atrest.pkcs11_module = '$not_pkcs11'\n", 'pkcs11',
+	qr/has no C_GetFunctionList/ ];
 if ($have_hsm)
 {
 	my ($module) = pkcs11_conf() =~ /atrest\.pkcs11_module\s*=\s*'([^']+)'/;
@@ -191,7 +205,10 @@ if ($have_hsm)
 }
 else
 {
-	diag('no SoftHSM2 token (test/fixtures/softhsm-setup): PIN and token failures not tested');
+  SKIP:
+	{
+		skip 'no SoftHSM2 token (test/fixtures/softhsm-setup): 6 PIN and token failures not tested', 1;
+	}
 }
 
 # KMS adapters that fail in every way an adapter can
@@ -200,7 +217,7 @@ mkdir $adapters;
 my %adapter = (
 	fails   => "#!/bin/sh\necho 'the vault is sealed' >&2\nexit 1\n",
 	garbage => "#!/bin/sh\ncat >/dev/null\necho 'this is not json'\n",
-	hangs   => "#!/bin/sh\nexec sleep 30\n",
+	hangs   => "#!/bin/sh\nexec sleep 60\n",
 	huge    => "#!/bin/sh\ncat >/dev/null\nhead -c 200000 /dev/zero | tr '\\0' 'x'\n",
 	empty   => "#!/bin/sh\ncat >/dev/null\n",
 );
@@ -214,18 +231,22 @@ push @provider_cases,
   [ 'kms_command missing', "atrest.kms_command = '$adapters/nosuch'\n", 'kms:test',
 	qr/atrest\.kms_command cannot be used: No such file or directory/ ],
   [ 'kms adapter failing', "atrest.kms_command = '$adapters/fails'\n", 'kms:test', qr/the vault is sealed/ ],
-  [ 'kms adapter printing garbage', "atrest.kms_command = '$adapters/garbage'\n", 'kms:test', qr/./ ],
-  [ 'kms adapter printing nothing', "atrest.kms_command = '$adapters/empty'\n", 'kms:test', qr/./ ],
-  [ 'kms adapter printing too much', "atrest.kms_command = '$adapters/huge'\n", 'kms:test', qr/./ ],
+  [ 'kms adapter printing garbage', "atrest.kms_command = '$adapters/garbage'\n", 'kms:test',
+	qr/kms command's answer on \w+ is not valid JSON/ ],
+  [ 'kms adapter printing nothing', "atrest.kms_command = '$adapters/empty'\n", 'kms:test',
+	qr/kms command printed no answer on \w+/ ],
+  [ 'kms adapter printing too much', "atrest.kms_command = '$adapters/huge'\n", 'kms:test',
+	qr/kms command wrote more than 65536 bytes to standard output on \w+/ ],
   [ 'kms adapter hanging', "atrest.kms_command = '$adapters/hangs'\natrest.kms_timeout = 1\n", 'kms:test',
-	qr/./ ];
+	qr/kms command timed out after 1 s on \w+/, 20 ];
 
 foreach my $case (@provider_cases)
 {
-	my ($name, $conf, $what, $detail) = @$case;
+	my ($name, $conf, $what, $detail, $bound) = @$case;
 	my ($provider, $key_uri) = $what eq 'pkcs11' ? ('pkcs11', $uri)
 	  : $what =~ /^pkcs11:/ ? ('pkcs11', $what) : ('command', $what);
 	set_conf($conf);
+	my $from = -s $node->logfile;
 	my $t0 = time;
 	my ($out, $err) = try_sql("SELECT atrest.enable_cmk('$provider', '$key_uri')");
 	my $elapsed = time - $t0;
@@ -233,8 +254,10 @@ foreach my $case (@provider_cases)
 	note("$name: $m / $d");
 	like($m, qr/^AT001: customer-managed key "\Q$key_uri\E" of provider "$provider" is unavailable$/,
 		"$name: AT001 naming the key");
-	like($d, $detail, "$name: the detail says why");
-	cmp_ok($elapsed, '<', 30, "$name: fails within 30 s");
+	like(logged_detail($from), $detail, "$name: the detail in the server log says why");
+	# The hanging adapter sleeps 60 s and atrest.kms_timeout is 1 s: 20 s leaves room for
+	# a loaded machine and still proves the timeout cut it short.
+	cmp_ok($elapsed, '<', $bound // 60, "$name: fails within " . ($bound // 60) . ' s');
 	is($node->safe_psql('postgres', "SELECT protector FROM atrest.key_status"), 'service',
 		"$name: the database key is still protected by the service key alone");
 	is($node->safe_psql('postgres', $read), 'secret-C-9012', "$name: values still read");

@@ -1,0 +1,112 @@
+
+# Copyright: pg_atrest authors; same license as pg_atrest.
+#
+# How often a backend asks the root-key provider (README, "Customer-managed keys": each
+# backend asks once per TTL, not per value; parallel workers make no provider call), counted
+# by a KMS adapter that logs each call with the pid of the process that ran it
+# (AtrestTest::counting_kms_adapter around test/kms/openssl-kms):
+#
+#  1. with a TTL of 300 s, a fresh backend reading 2,000 encrypted values ten times over
+#     makes exactly one unwrap call;
+#  2. with a TTL of 1 s, a backend reading for about 5 s makes at least 2 calls and at most
+#     one per started TTL period of the time it read (1 + floor(seconds / TTL)): never one
+#     per value or per statement;
+#  3. a parallel query (EXPLAIN ANALYZE shows its workers launched) makes one call, in the
+#     leader, and none from any other process.
+
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time sleep);
+
+use AtrestTest;
+
+my $keydir = PostgreSQL::Test::Utils::tempdir('kms') . '/keys';
+my $log = PostgreSQL::Test::Utils::tempdir('calls') . '/calls.log';
+my $kms = counting_kms_adapter($keydir, $log, 'cmk1')
+  or BAIL_OUT('test/kms/openssl-kms is missing');
+
+my $node = atrest_node(
+	'provider_calls',
+	cron => 0,
+	pkcs11 => 0,
+	conf => "atrest.kms_command = '$kms'\n"
+	  . "max_worker_processes = 16\nmax_parallel_workers = 8\n");
+$node->safe_psql(
+	'postgres', q{
+	SELECT atrest.enable_cmk('command', 'kms:openssl/cmk1');
+	CREATE TABLE docs (id int, v atrest.encrypted_text);
+	INSERT INTO docs SELECT i, 'value ' || i FROM generate_series(1, 2000) i;});
+my @setup_calls = provider_calls($log);
+ok(@setup_calls > 0, 'the counting adapter saw the calls of enable_cmk (' . scalar(@setup_calls) . ')');
+
+# The opening function is parallel restricted: in a WHERE clause it would keep the scan
+# from going parallel at all; in the aggregate's FILTER it runs above the Gather.
+my $read = q{SELECT count(*) FILTER (WHERE v::text LIKE 'value %') FROM docs};
+
+# --- 1. one call per backend per TTL, not per value ------------------------------------
+{
+	unlink $log;
+	my $s = $node->background_psql('postgres');
+	$s->query_safe('SET atrest.key_cache_ttl = 300');
+	my $pid = $s->query_safe('SELECT pg_backend_pid()');
+	is($s->query_safe($read), '2000', 'a fresh backend reads 2,000 encrypted values') for 1 .. 10;
+	$s->quit;
+	my @mine = provider_calls($log, $pid);
+	is(join(',', map { $_->[1] } @mine), 'unwrap',
+		'20,000 values opened in ten statements: exactly one provider call (unwrap)');
+	is(scalar(provider_calls($log)), scalar(@mine), 'and no other process called the provider');
+}
+
+# --- 2. with a TTL of 1 s: once per TTL period ------------------------------------------
+{
+	unlink $log;
+	my $ttl = 1;
+	my $s = $node->background_psql('postgres');
+	$s->query_safe("SET atrest.key_cache_ttl = $ttl");
+	my $pid = $s->query_safe('SELECT pg_backend_pid()');
+	my ($statements, $t0) = (0, time);
+	while (time - $t0 < 5)
+	{
+		$s->query_safe($read);
+		$statements++;
+	}
+	my $span = time - $t0;
+	$s->quit;
+	my $calls = scalar(provider_calls($log, $pid));
+	note sprintf('%d statements over %.1f s, %d provider calls', $statements, $span, $calls);
+	cmp_ok($calls, '>=', 2, 'the backend asked the provider again after its TTL ran out');
+	cmp_ok($calls, '<=', 1 + int($span / $ttl),
+		sprintf('at most one call per started TTL period (%.1f s read, TTL %d s)', $span, $ttl));
+	cmp_ok($statements * 2000, '>', 10 * $calls, 'far fewer calls than values opened');
+}
+
+# --- 3. parallel workers make no provider call -------------------------------------------
+{
+	unlink $log;
+	my $s = $node->background_psql('postgres');
+	$s->query_safe(
+		q{SET atrest.key_cache_ttl = 300;
+		  SET max_parallel_workers_per_gather = 2;
+		  SET parallel_setup_cost = 0;
+		  SET parallel_tuple_cost = 0;
+		  SET min_parallel_table_scan_size = 0;
+		  SET parallel_leader_participation = off});
+	my $pid = $s->query_safe('SELECT pg_backend_pid()');
+	my $plan = $s->query_safe("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) $read");
+	note $plan;
+	like($plan, qr/Workers Launched: 2/, 'the query ran with two parallel workers');
+	is($s->query_safe($read), '2000', 'the parallel query reads every value');
+	$s->quit;
+	my @all = provider_calls($log);
+	my @others = grep { $_->[0] != $pid } @all;
+	is(scalar(grep { $_->[0] == $pid } @all), 1, 'the leader made one provider call');
+	is(scalar(@others), 0, 'no other process (no parallel worker) made one')
+	  or diag(join("\n", map { "@$_" } @others));
+}
+
+$node->stop;
+done_testing();
