@@ -139,8 +139,8 @@ CREATE TABLE policy (id int, how text, small atrest.encrypted_text(invoices),
 -- literal (sealed under the default class, which compresses, then moved to the column's
 -- class), a cast from the plain type, COPY (3000 bytes), and a copy of a value of a
 -- compressing class
-SELECT repeat('a', 102400) AS big \gset
-INSERT INTO policy VALUES (1, 'literal', :'big', :'big', :'big', :'big');
+SELECT repeat('a', 102400) AS big, to_jsonb(repeat('a', 102400))::text AS big_json \gset
+INSERT INTO policy VALUES (1, 'literal', :'big', :'big', :'big_json', :'big');
 INSERT INTO policy SELECT 2, 'cast', repeat('a', 102400), repeat('a', 102400),
     jsonb_build_object('a', repeat('a', 102400)), convert_to(repeat('a', 102400), 'UTF8');
 COPY policy FROM STDIN;
@@ -157,8 +157,8 @@ SELECT id, how,
        coalesce(pg_column_size(b) >= 102400, true) AS b_column_size,
        octet_length(opaque::text) AS opaque_length
   FROM policy ORDER BY id;
--- the policy is the key class's: alter_key_class takes effect for the next value, in this
--- session and in others (the key tables' invalidation)
+-- the policy is the key class's: alter_key_class takes effect for the next value (other
+-- sessions reload their key caches, as after any change to the key tables)
 SELECT atrest.alter_key_class('opaque', true);
 INSERT INTO policy (id, how, opaque) VALUES (5, 'after compress => true', :'big');
 SELECT atrest.alter_key_class('opaque', false);

@@ -930,7 +930,7 @@ RequireArgument(FunctionCallInfo fcinfo, int argno, const char *fn, const char *
 	if (PG_ARGISNULL(argno))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s: %s must not be null", fn, what)));
+				 errmsg("argument \"%s\" of %s must not be null", what, fn)));
 }
 
 /*
