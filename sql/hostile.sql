@@ -51,7 +51,8 @@ INSERT INTO hostile.t VALUES
     (1, 'a note', '{"pages": [1, 2, 3]}', '\xdeadbeef'),
     (2, repeat('compressible ', 100), '{}', '\x');
 
--- The stored form: the header says format 1, kind and flags, class and version.
+-- The stored form: the header says format 2 (XAES-256-GCM), kind and flags, class and
+-- version; 48 bytes of header, 192-bit nonce and tag.
 SELECT id, get_byte(hostile.raw(note), 0) AS format, get_byte(hostile.raw(note), 1) AS kind_flags,
        length(hostile.raw(note)) - length(note::text) AS overhead
   FROM hostile.t WHERE id = 1;
@@ -66,10 +67,13 @@ SELECT hostile.forge_text(hostile.raw(note)) AS same_note FROM hostile.t WHERE i
 CREATE TABLE hostile.forged (what text, note atrest.encrypted_text, doc atrest.encrypted_jsonb);
 -- one flipped bit in the ciphertext, in the nonce, in the tag, in the header's class
 INSERT INTO hostile.forged (what, note)
-SELECT 'ciphertext bit', hostile.forge_text(set_byte(r, 21, get_byte(r, 21) # 1)) FROM
+SELECT 'ciphertext bit', hostile.forge_text(set_byte(r, 33, get_byte(r, 33) # 1)) FROM
   (SELECT hostile.raw(note) r FROM hostile.t WHERE id = 1) s
 UNION ALL
 SELECT 'nonce bit', hostile.forge_text(set_byte(r, 8, get_byte(r, 8) # 128)) FROM
+  (SELECT hostile.raw(note) r FROM hostile.t WHERE id = 1) s
+UNION ALL
+SELECT 'nonce bit, second half', hostile.forge_text(set_byte(r, 25, get_byte(r, 25) # 1)) FROM
   (SELECT hostile.raw(note) r FROM hostile.t WHERE id = 1) s
 UNION ALL
 SELECT 'tag bit', hostile.forge_text(set_byte(r, length(r) - 1, get_byte(r, length(r) - 1) # 1)) FROM
@@ -84,24 +88,28 @@ UNION ALL
 SELECT 'class default -> model', hostile.forge_text(set_byte(r, 3, 2)) FROM
   (SELECT hostile.raw(note) r FROM hostile.t WHERE id = 1) s
 UNION ALL
-SELECT 'compressed payload bit', hostile.forge_text(set_byte(r, 30, get_byte(r, 30) # 4)) FROM
+SELECT 'compressed payload bit', hostile.forge_text(set_byte(r, 42, get_byte(r, 42) # 4)) FROM
   (SELECT hostile.raw(note) r FROM hostile.t WHERE id = 2) s;
 SELECT what, hostile.try(format('SELECT note::text FROM hostile.forged WHERE what = %L', what)) AS result
   FROM hostile.forged ORDER BY what;
 
--- truncated values: empty, one byte, the header only, one byte short of the minimum (36),
--- exactly the minimum (36 bytes: an empty payload whose tag is now wrong), one byte short
+-- truncated values: empty, one byte, the header only, one byte short of format 1's minimum
+-- (36), format 1's minimum and one byte short of format 2's (48), exactly format 2's
+-- minimum (48 bytes: an empty payload whose tag is now wrong), one byte short
 SELECT n, hostile.try(format(
     'SELECT hostile.forge_text(substr(hostile.raw(note), 1, %s))::text FROM hostile.t WHERE id = 1', n)) AS result
-  FROM unnest(array[0, 1, 8, 35, 36]) n;
+  FROM unnest(array[0, 1, 8, 35, 36, 47, 48]) n;
 SELECT hostile.try('SELECT hostile.forge_text(substr(r, 1, length(r) - 1))::text
                       FROM (SELECT hostile.raw(note) r FROM hostile.t WHERE id = 1) s') AS one_byte_short;
 -- the header alone is checked by atrest.envelope, without decrypting
 SELECT hostile.try('SELECT atrest.envelope(hostile.forge_text(''\x0130''))') AS envelope_of_2_bytes;
 
--- bogus headers: unknown format, unknown flag bits, a value of another type
-SELECT hostile.try('SELECT hostile.forge_text(set_byte(hostile.raw(note), 0, 2))::text FROM hostile.t WHERE id = 1')
-       AS format_2;
+-- bogus headers: a format-2 value relabelled as format 1 (1.0's AES-256-GCM: the format
+-- byte is authenticated), unknown formats, unknown flag bits, a value of another type
+SELECT hostile.try('SELECT hostile.forge_text(set_byte(hostile.raw(note), 0, 1))::text FROM hostile.t WHERE id = 1')
+       AS relabelled_format_1;
+SELECT hostile.try('SELECT hostile.forge_text(set_byte(hostile.raw(note), 0, 3))::text FROM hostile.t WHERE id = 1')
+       AS format_3;
 SELECT hostile.try('SELECT hostile.forge_text(set_byte(hostile.raw(note), 0, 255))::text FROM hostile.t WHERE id = 1')
        AS format_255;
 SELECT hostile.try('SELECT hostile.forge_text(set_byte(hostile.raw(note), 1, get_byte(hostile.raw(note), 1) | 8))::text
@@ -272,7 +280,9 @@ SELECT id, j, j IS NULL AS j_null, b, b IS NULL AS b_null, t = '' AS t_empty, t 
 SELECT atrest.decrypt(NULL::atrest.encrypted_text) IS NULL AS decrypt_null,
        atrest.envelope(NULL::atrest.encrypted_jsonb) IS NULL AS envelope_null,
        NULL::jsonb::atrest.encrypted_jsonb IS NULL AS cast_null,
-       atrest.create_key_class(NULL) IS NULL AS create_class_null;
+       true AS done;
+SELECT hostile.try('SELECT atrest.create_key_class(NULL)') AS create_class_null;
+SELECT hostile.try('SELECT atrest.alter_key_class(''default'', NULL)') AS alter_class_null;
 SELECT hostile.try('SELECT atrest.reencrypt(NULL, NULL)') AS reencrypt_null;
 SELECT hostile.try('SELECT atrest.reencrypt(''hostile.e'', ''t'', NULL)') AS reencrypt_null_batch;
 SELECT atrest.reencrypt('hostile.e', 't') AS reencrypted_with_nulls;
@@ -303,7 +313,7 @@ SELECT 'text, compressible', x, md5(x), length(x)
   FROM (SELECT repeat('lorem ipsum ', :big_mb * 1024 * 1024 / 12) x) s;
 DROP TABLE big_src;
 -- read back: the same bytes; compressed only when it pays; stored in no more room than
--- the plaintext (plus 36 bytes); and the sealed bytes do not contain the plaintext
+-- the plaintext (plus 48 bytes); and the sealed bytes do not contain the plaintext
 SELECT what, md5(p) = plain_md5 AS intact, length(p) = plain_len AS same_length, compressed,
        stored::float8 / plain_len < 1.001 AS no_larger_than_plain,
        position(convert_to(substr(p, 1000, 64), 'UTF8') in sealed) = 0 AS sealed_bytes_hide_it

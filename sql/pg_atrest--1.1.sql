@@ -21,7 +21,9 @@ CREATE TABLE atrest.key_classes (
     name            text NOT NULL UNIQUE
                     CHECK (name ~ '^[a-z_][a-z0-9_]{0,62}$'),
     active_version  integer NOT NULL DEFAULT 0,
-    created_at      timestamptz NOT NULL DEFAULT now()
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    -- whether values of the class may be compressed before encryption (1.1)
+    compress        boolean NOT NULL DEFAULT true
 );
 
 CREATE TABLE atrest.database_keys (
@@ -214,13 +216,16 @@ CREATE CAST (atrest.encrypted_text AS atrest.encrypted_text)
 ------------------------------------------------------------------------------
 
 CREATE FUNCTION atrest.envelope(v atrest.encrypted_jsonb,
-    OUT key_class text, OUT key_version integer, OUT compressed boolean, OUT stored_bytes integer)
+    OUT key_class text, OUT key_version integer, OUT compressed boolean, OUT stored_bytes integer,
+    OUT format text)
     AS 'MODULE_PATHNAME', 'encrypted_jsonb_envelope' LANGUAGE C STABLE STRICT PARALLEL SAFE;
 CREATE FUNCTION atrest.envelope(v atrest.encrypted_bytea,
-    OUT key_class text, OUT key_version integer, OUT compressed boolean, OUT stored_bytes integer)
+    OUT key_class text, OUT key_version integer, OUT compressed boolean, OUT stored_bytes integer,
+    OUT format text)
     AS 'MODULE_PATHNAME', 'encrypted_bytea_envelope' LANGUAGE C STABLE STRICT PARALLEL SAFE;
 CREATE FUNCTION atrest.envelope(v atrest.encrypted_text,
-    OUT key_class text, OUT key_version integer, OUT compressed boolean, OUT stored_bytes integer)
+    OUT key_class text, OUT key_version integer, OUT compressed boolean, OUT stored_bytes integer,
+    OUT format text)
     AS 'MODULE_PATHNAME', 'encrypted_text_envelope' LANGUAGE C STABLE STRICT PARALLEL SAFE;
 
 -- helpers of atrest.reencrypt
@@ -246,8 +251,13 @@ CREATE FUNCTION atrest._bootstrap() RETURNS uuid
     AS 'MODULE_PATHNAME', 'atrest_bootstrap' LANGUAGE C
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
-CREATE FUNCTION atrest.create_key_class(name text) RETURNS integer
-    AS 'MODULE_PATHNAME', 'atrest_create_key_class' LANGUAGE C STRICT
+-- (not STRICT: a NULL argument is an error, SQLSTATE 22004)
+CREATE FUNCTION atrest.create_key_class(name text, compress boolean DEFAULT true) RETURNS integer
+    AS 'MODULE_PATHNAME', 'atrest_create_key_class' LANGUAGE C
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION atrest.alter_key_class(name text, compress boolean) RETURNS void
+    AS 'MODULE_PATHNAME', 'atrest_alter_key_class' LANGUAGE C
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION atrest.rotate_data_key(key_class text DEFAULT NULL)
@@ -335,7 +345,8 @@ $$;
 
 REVOKE ALL ON FUNCTION
     atrest._bootstrap(),
-    atrest.create_key_class(text),
+    atrest.create_key_class(text, boolean),
+    atrest.alter_key_class(text, boolean),
     atrest.rotate_data_key(text),
     atrest.rotate_database_key(),
     atrest.enable_cmk(text, text),

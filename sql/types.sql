@@ -130,3 +130,63 @@ SELECT atrest.create_key_class('Bad Name');
 
 -- the storage strategy keeps TOAST from recompressing ciphertext
 SELECT typname, typstorage FROM pg_type WHERE typnamespace = 'atrest'::regnamespace AND typname LIKE 'encrypted_%' AND typtype = 'b' ORDER BY 1;
+
+-- the stored format: new values are XAES-256-GCM (format 2)
+SELECT (atrest.envelope(x)).format FROM custom_class;
+
+-- compression policy per key class.  compress = false: no value of the class is compressed,
+-- so its stored size follows its length and never its content.
+SELECT atrest.create_key_class('opaque', compress => false) >= 100 AS created_opaque;
+SELECT name, compress FROM atrest.key_classes WHERE name IN ('default', 'invoices', 'opaque') ORDER BY id;
+CREATE TABLE policy (id int, how text, small atrest.encrypted_text(invoices),
+                     opaque atrest.encrypted_text(opaque), j atrest.encrypted_jsonb(opaque),
+                     b atrest.encrypted_bytea(opaque));
+-- 100 KB of one letter, as compressible as a value gets, along every path into a column: a
+-- literal (sealed under the default class, which compresses, then moved to the column's
+-- class), a cast from the plain type, COPY (3000 bytes), and a copy of a value of a
+-- compressing class
+SELECT repeat('a', 102400) AS big, to_jsonb(repeat('a', 102400))::text AS big_json \gset
+INSERT INTO policy VALUES (1, 'literal', :'big', :'big', :'big_json', :'big');
+INSERT INTO policy SELECT 2, 'cast', repeat('a', 102400), repeat('a', 102400),
+    jsonb_build_object('a', repeat('a', 102400)), convert_to(repeat('a', 102400), 'UTF8');
+COPY policy FROM STDIN;
+3	copy	\N	aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa	\N	\N
+\.
+INSERT INTO policy (id, how, opaque) SELECT 4, 'copied from a compressing class', small FROM policy WHERE id = 1;
+SELECT id, how,
+       (atrest.envelope(small)).compressed AS small_compressed,
+       (atrest.envelope(small)).stored_bytes < 1000 AS small_stored_small,
+       (atrest.envelope(opaque)).compressed AS opaque_compressed,
+       (atrest.envelope(opaque)).stored_bytes >= octet_length(opaque::text) AS opaque_at_least_plaintext,
+       pg_column_size(opaque) >= octet_length(opaque::text) AS opaque_column_size,
+       coalesce(pg_column_size(j) >= 102400, true) AS j_column_size,
+       coalesce(pg_column_size(b) >= 102400, true) AS b_column_size,
+       octet_length(opaque::text) AS opaque_length
+  FROM policy ORDER BY id;
+-- the policy is the key class's: alter_key_class takes effect for the next value (other
+-- sessions reload their key caches, as after any change to the key tables)
+SELECT atrest.alter_key_class('opaque', true);
+INSERT INTO policy (id, how, opaque) VALUES (5, 'after compress => true', :'big');
+SELECT atrest.alter_key_class('opaque', false);
+INSERT INTO policy (id, how, opaque) VALUES (6, 'after compress => false', :'big');
+SELECT id, how, (atrest.envelope(opaque)).compressed, (atrest.envelope(opaque)).stored_bytes < 1000 AS stored_small
+  FROM policy WHERE id >= 5 ORDER BY id;
+-- re-encryption takes the class's existing values out of compression
+SELECT atrest.reencrypt('policy', 'opaque') AS resealed;
+SELECT count(*) FILTER (WHERE (atrest.envelope(opaque)).compressed) AS still_compressed,
+       bool_and(opaque::text = :'big') FILTER (WHERE id <> 3) AS all_intact
+  FROM policy;
+SELECT name, compress FROM atrest.key_classes WHERE name = 'opaque';
+SELECT operation, key_class, detail FROM atrest.key_events
+ WHERE operation IN ('create_key_class', 'alter_key_class') AND key_class = 'opaque' ORDER BY id;
+-- NULL arguments and unknown classes
+\set VERBOSITY sqlstate
+SELECT atrest.create_key_class(NULL);
+SELECT atrest.create_key_class('nullpolicy', NULL);
+SELECT atrest.alter_key_class(NULL, true);
+SELECT atrest.alter_key_class('opaque', NULL);
+\set VERBOSITY default
+SELECT atrest.alter_key_class('opaque', NULL);
+SELECT atrest.alter_key_class('nosuchclass', false);
+SELECT count(*) AS nullpolicy_made FROM atrest.key_classes WHERE name = 'nullpolicy';
+DROP TABLE policy;

@@ -1,14 +1,19 @@
 /*
  * envelope.c
- *		Sealing and opening values, and wrapping keys, with AES-256-GCM.
+ *		Sealing values with XAES-256-GCM (opening those of 1.0, AES-256-GCM,
+ *		too), and wrapping keys with AES-256-GCM.
  *
  * The hot path (EnvelopeSeal, EnvelopeOpen) takes an unwrapped data key from
- * the key cache and runs it through one of two AES-256-GCM contexts that the
- * backend makes once and reuses: per value it sets the key and a fresh nonce
- * and afterwards an all-zero key, so there is no key unwrap, no catalog
- * lookup and no context allocation per value, and no data key's schedule
- * stays in OpenSSL's heap, which is neither locked nor kept out of core dumps.  Payloads are compressed with
- * LZ4 before encryption when that saves space, since TOAST cannot compress
+ * the key cache and runs it through contexts that the backend makes once and
+ * reuses: one AES-256-GCM context per direction and one AES-256 block context
+ * for XAES-256-GCM's per-value key derivation.  Per value they get the data
+ * key or the subkey derived from it, and afterwards an all-zero key, so there
+ * is no key unwrap, no catalog lookup and no context allocation per value,
+ * and no key's schedule stays in OpenSSL's heap, which is neither locked nor
+ * kept out of core dumps; the derived subkey lives on envelope_core.c's
+ * stack for one call and is wiped.  Payloads are compressed with LZ4 before
+ * encryption when that saves space and the key class allows it (its
+ * "compress" policy, read from the key cache), since TOAST cannot compress
  * ciphertext.  Failures to open report SQLSTATE XX001 naming the type and
  * never print bytes.
  *
@@ -127,14 +132,14 @@ ParseHeader(AtrestKind kind, const unsigned char *p, Size len, EnvelopeHeader *h
 void
 EnvelopeReadHeader(AtrestKind kind, struct varlena *sealed, EnvelopeHeader *hdr)
 {
-	struct varlena *v = pg_detoast_datum_slice(sealed, 0, ENVELOPE_OVERHEAD);
+	struct varlena *v = pg_detoast_datum_slice(sealed, 0, ENVELOPE_MAX_OVERHEAD);
 
 	ParseHeader(kind, (unsigned char *) VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v), hdr);
 }
 
 /*
  * The backend's two AES-256-GCM contexts, made once and reused for every
- * value; a data key is set into one only for the length of one operation
+ * value; a key is set into one only for the length of one operation
  * (envelope_core.c), so OpenSSL's heap holds no key between operations.
  */
 static EVP_CIPHER_CTX *
@@ -153,6 +158,21 @@ CipherContext(bool encrypting)
 	return *ctx;
 }
 
+/* The backend's AES-256 block context for XAES-256-GCM key derivation, likewise. */
+static EVP_CIPHER_CTX *
+KdfContext(void)
+{
+	static EVP_CIPHER_CTX *kdf_ctx = NULL;
+
+	if (unlikely(kdf_ctx == NULL))
+	{
+		kdf_ctx = EnvelopeNewKdfContext();
+		if (kdf_ctx == NULL)
+			CryptoFailure("context set-up");
+	}
+	return kdf_ctx;
+}
+
 static DataKey *
 FindKeyOrFail(AtrestKind kind, const EnvelopeHeader *hdr)
 {
@@ -168,12 +188,13 @@ FindKeyOrFail(AtrestKind kind, const EnvelopeHeader *hdr)
 }
 
 /*
- * Encrypt "len" payload bytes into a new sealed varlena under "dk".
+ * Encrypt "len" payload bytes into a new sealed varlena under "dk", in the
+ * current format with a fresh random nonce.
  */
 static bytea *
 SealPayload(AtrestKind kind, DataKey *dk, uint8 flags, const char *payload, Size len)
 {
-	Size		total = VARHDRSZ + ENVELOPE_OVERHEAD + len;
+	Size		total = VARHDRSZ + EnvelopeOverhead(ENVELOPE_FORMAT) + len;
 	bytea	   *out;
 	unsigned char *p;
 	EnvelopeStatus st;
@@ -186,10 +207,11 @@ SealPayload(AtrestKind kind, DataKey *dk, uint8 flags, const char *payload, Size
 	out = (bytea *) palloc(total);
 	SET_VARSIZE(out, total);
 	p = (unsigned char *) VARDATA(out);
-	EnvelopeWriteHeader(p, kind, flags, dk->class_id, dk->version);
-	if (RAND_bytes(p + ENVELOPE_HEADER_LEN, ENVELOPE_NONCE_LEN) != 1)
+	EnvelopeWriteHeader(p, ENVELOPE_FORMAT, kind, flags, dk->class_id, dk->version);
+	if (RAND_bytes(p + ENVELOPE_HEADER_LEN, EnvelopeNonceLen(ENVELOPE_FORMAT)) != 1)
 		CryptoFailure("nonce generation");
-	st = EnvelopeEncrypt(CipherContext(true), dk->key, p, (const unsigned char *) payload, len);
+	st = EnvelopeEncrypt(CipherContext(true), KdfContext(), dk->key, p,
+						 (const unsigned char *) payload, len);
 	if (unlikely(st != ENVELOPE_OK))
 		EnvelopeFail(kind, st, "encryption");
 	return out;
@@ -205,11 +227,12 @@ OpenPayload(AtrestKind kind, const unsigned char *p, Size sealed_len,
 			const EnvelopeHeader *hdr, Size reserve, Size *len)
 {
 	DataKey    *dk = FindKeyOrFail(kind, hdr);
-	Size		ctlen = sealed_len - ENVELOPE_OVERHEAD;
+	Size		ctlen = sealed_len - EnvelopeOverhead(hdr->format);
 	char	   *buf = palloc(reserve + ctlen + 1);
 	EnvelopeStatus st;
 
-	st = EnvelopeDecrypt(CipherContext(false), dk->key, p, sealed_len, (unsigned char *) buf + reserve);
+	st = EnvelopeDecrypt(CipherContext(false), KdfContext(), dk->key, p, sealed_len,
+						 (unsigned char *) buf + reserve);
 	if (unlikely(st != ENVELOPE_OK))
 	{
 		pfree(buf);
@@ -220,15 +243,17 @@ OpenPayload(AtrestKind kind, const unsigned char *p, Size sealed_len,
 }
 
 /*
- * Seal a plain value's bytes under the active data key of "class_id".
- * Returns the varlena to store.
+ * Seal a plain value's bytes under the active data key of "class_id",
+ * compressed first when the class allows it and that pays.  Returns the
+ * varlena to store.
  */
 bytea *
 EnvelopeSeal(AtrestKind kind, int32 class_id, const char *plain, Size len)
 {
-	DataKey    *dk = KeyringActiveDataKey(class_id);
+	bool		compress;
+	DataKey    *dk = KeyringSealingKey(class_id, &compress);
 
-	if (len >= ENVELOPE_COMPRESS_MIN && len <= (Size) LZ4_MAX_INPUT_SIZE)
+	if (compress && len >= ENVELOPE_COMPRESS_MIN && len <= (Size) LZ4_MAX_INPUT_SIZE)
 	{
 		char	   *cbuf = palloc(EnvelopeLz4Bound(len));
 		Size		clen;
@@ -251,6 +276,28 @@ EnvelopeSeal(AtrestKind kind, int32 class_id, const char *plain, Size len)
 }
 
 /*
+ * Decompress a decrypted compressed payload of "len" bytes into a new
+ * palloc'd varlena.
+ */
+static struct varlena *
+DecompressPayload(AtrestKind kind, const char *buf, Size len)
+{
+	uint32_t	rawlen = 0;
+	struct varlena *out;
+	EnvelopeStatus st;
+
+	st = EnvelopeLz4RawLength((const unsigned char *) buf, len, MaxAllocSize - VARHDRSZ, &rawlen);
+	if (st != ENVELOPE_OK)
+		EnvelopeFail(kind, st, "decryption");
+	out = (struct varlena *) palloc(VARHDRSZ + rawlen);
+	st = EnvelopeLz4Decompress((const unsigned char *) buf, len, VARDATA(out), rawlen);
+	if (st != ENVELOPE_OK)
+		EnvelopeFail(kind, st, "decryption");
+	SET_VARSIZE(out, VARHDRSZ + rawlen);
+	return out;
+}
+
+/*
  * Decrypt a sealed value in place, in a buffer that the caller owns (a
  * detoasted copy).  Returns where the payload now starts; *len is its length.
  */
@@ -259,14 +306,14 @@ OpenInPlace(AtrestKind kind, unsigned char *p, Size sealed_len,
 			const EnvelopeHeader *hdr, Size *len)
 {
 	DataKey    *dk = FindKeyOrFail(kind, hdr);
-	unsigned char *ct = p + ENVELOPE_HEADER_LEN + ENVELOPE_NONCE_LEN;
+	unsigned char *ct = p + ENVELOPE_HEADER_LEN + EnvelopeNonceLen(hdr->format);
 	EnvelopeStatus st;
 
 	/* GCM decrypts in place; the tag after the ciphertext is not written */
-	st = EnvelopeDecrypt(CipherContext(false), dk->key, p, sealed_len, ct);
+	st = EnvelopeDecrypt(CipherContext(false), KdfContext(), dk->key, p, sealed_len, ct);
 	if (unlikely(st != ENVELOPE_OK))
 		EnvelopeFail(kind, st, "decryption");
-	*len = sealed_len - ENVELOPE_OVERHEAD;
+	*len = sealed_len - EnvelopeOverhead(hdr->format);
 	return (char *) ct;
 }
 
@@ -318,41 +365,62 @@ EnvelopeOpen(AtrestKind kind, struct varlena *sealed)
 	}
 	else
 	{
-		uint32_t	rawlen = 0;
-		struct varlena *out;
-		EnvelopeStatus st;
+		struct varlena *out = DecompressPayload(kind, buf, len);
 
-		st = EnvelopeLz4RawLength((unsigned char *) buf, len, MaxAllocSize - VARHDRSZ, &rawlen);
-		if (st != ENVELOPE_OK)
-			EnvelopeFail(kind, st, "decryption");
-		out = (struct varlena *) palloc(VARHDRSZ + rawlen);
-		st = EnvelopeLz4Decompress((unsigned char *) buf, len, VARDATA(out), rawlen);
-		if (st != ENVELOPE_OK)
-			EnvelopeFail(kind, st, "decryption");
-		SET_VARSIZE(out, VARHDRSZ + rawlen);
 		pfree(own_copy ? (void *) v : (void *) buf);
 		return out;
 	}
 }
 
 /*
- * Move a sealed value to the active data key of "class_id" unless it is
- * there already.  The payload stays compressed as it was: only the AEAD is
- * redone.  *changed says whether a new value was made.
+ * Whether a value with header "hdr" must be sealed again to be as a new value
+ * of "class_id" would be: under the class's active data key "active_version",
+ * in the current format, and not compressed if the class does not compress.
+ */
+static bool
+ResealNeeded(const EnvelopeHeader *hdr, int32 class_id, uint32 active_version, bool compress)
+{
+	return hdr->class_id != class_id || hdr->key_version != active_version ||
+		hdr->format != ENVELOPE_FORMAT ||
+		((hdr->flags & ENVELOPE_FLAG_LZ4) != 0 && !compress);
+}
+
+/* ResealNeeded for a stored value, reading only its header. */
+bool
+EnvelopeNeedsReseal(AtrestKind kind, struct varlena *sealed, int32 class_id)
+{
+	EnvelopeHeader hdr;
+	bool		compress;
+	uint32		active_version;
+
+	EnvelopeReadHeader(kind, sealed, &hdr);
+	active_version = KeyringSealingKey(class_id, &compress)->version;
+	return ResealNeeded(&hdr, class_id, active_version, compress);
+}
+
+/*
+ * Move a sealed value to the active data key of "class_id", in the current
+ * format, unless it is there already (see ResealNeeded).  The payload stays
+ * compressed as it was, so only the AEAD is redone, except when the class
+ * does not compress: then it is decompressed and sealed plain, so that a
+ * value sealed under another class (a literal is sealed under "default"
+ * before it is cast to its column's class) never keeps a compressed size in
+ * a class that does not want one.  *changed says whether a new value was made.
  */
 struct varlena *
 EnvelopeReseal(AtrestKind kind, struct varlena *sealed, int32 class_id, bool *changed)
 {
 	EnvelopeHeader hdr;
 	DataKey    *active;
+	bool		compress;
 	struct varlena *v;
 	char	   *payload;
 	Size		len;
 	bytea	   *out;
 
 	EnvelopeReadHeader(kind, sealed, &hdr);
-	active = KeyringActiveDataKey(class_id);
-	if (hdr.class_id == class_id && hdr.key_version == active->version)
+	active = KeyringSealingKey(class_id, &compress);
+	if (!ResealNeeded(&hdr, class_id, active->version, compress))
 	{
 		*changed = false;
 		return sealed;
@@ -362,9 +430,20 @@ EnvelopeReseal(AtrestKind kind, struct varlena *sealed, int32 class_id, bool *ch
 	payload = OpenPayload(kind, (unsigned char *) VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v),
 						  &hdr, 0, &len);
 	/* opening may have reloaded the key cache: look the active key up again */
-	active = KeyringActiveDataKey(class_id);
-	out = SealPayload(kind, active, hdr.flags, payload, len);
-	pfree(payload);
+	active = KeyringSealingKey(class_id, &compress);
+	if ((hdr.flags & ENVELOPE_FLAG_LZ4) != 0 && !compress)
+	{
+		struct varlena *raw = DecompressPayload(kind, payload, len);
+
+		pfree(payload);
+		out = SealPayload(kind, active, 0, VARDATA(raw), VARSIZE(raw) - VARHDRSZ);
+		pfree(raw);
+	}
+	else
+	{
+		out = SealPayload(kind, active, hdr.flags, payload, len);
+		pfree(payload);
+	}
 	*changed = true;
 	return (struct varlena *) out;
 }

@@ -1,7 +1,7 @@
 /*
  * envelope.h
- *		Sealing and opening values of the encrypted types, and wrapping keys,
- *		with AES-256-GCM.
+ *		Sealing and opening values of the encrypted types (XAES-256-GCM), and
+ *		wrapping keys (AES-256-GCM).
  *
  * The stored format and the PostgreSQL-independent steps are in
  * envelope_core.h; this layer adds palloc'd results, detoasting, the key
@@ -24,6 +24,7 @@ extern bytea *EnvelopeSeal(AtrestKind kind, int32 class_id,
 extern struct varlena *EnvelopeOpen(AtrestKind kind, struct varlena *sealed);
 extern struct varlena *EnvelopeReseal(AtrestKind kind, struct varlena *sealed,
 									  int32 class_id, bool *changed);
+extern bool EnvelopeNeedsReseal(AtrestKind kind, struct varlena *sealed, int32 class_id);
 extern void EnvelopeReadHeader(AtrestKind kind, struct varlena *sealed,
 							   EnvelopeHeader *hdr);
 

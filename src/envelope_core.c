@@ -1,7 +1,7 @@
 /*
  * envelope_core.c
- *		Header parsing, AES-256-GCM sealing and opening, and bounded LZ4
- *		decompression of sealed values, without PostgreSQL.
+ *		Header parsing, XAES-256-GCM and AES-256-GCM sealing and opening, and
+ *		bounded LZ4 decompression of sealed values, without PostgreSQL.
  *
  * Everything here works on caller-provided buffers and returns an
  * EnvelopeStatus: no allocation, no error reporting, no global state, so
@@ -9,22 +9,26 @@
  * harness (test/fuzz) exercises the very code the server runs.  Invariants:
  * nothing is written outside the buffers whose sizes the header file
  * documents, nothing is read outside [p, p + len), and no length taken from
- * a value is trusted before it has been checked against the value's size.
+ * a value is trusted before it has been checked against the value's size;
+ * no key (data key or derived subkey) is left in an OpenSSL context or in
+ * a buffer of ours when a function returns.
  */
 #include <limits.h>
 #include <stdbool.h>
+#include <string.h>
 
 #include <lz4.h>
 #include <lz4hc.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 
 #include "envelope_core.h"
 
 void
-EnvelopeWriteHeader(unsigned char *p, AtrestKind kind, uint8_t flags,
+EnvelopeWriteHeader(unsigned char *p, uint8_t format, AtrestKind kind, uint8_t flags,
 					int32_t class_id, uint32_t key_version)
 {
-	p[0] = ENVELOPE_FORMAT;
+	p[0] = format;
 	p[1] = (uint8_t) ((kind << 4) | (flags & 0x0f));
 	p[2] = (uint8_t) (class_id >> 8);
 	p[3] = (uint8_t) class_id;
@@ -38,7 +42,7 @@ EnvelopeStatus
 EnvelopeParseHeader(AtrestKind kind, const unsigned char *p, size_t len,
 					EnvelopeHeader *hdr)
 {
-	if (len < ENVELOPE_OVERHEAD)
+	if (len < ENVELOPE_MIN_OVERHEAD)
 		return ENVELOPE_TRUNCATED;
 	hdr->format = p[0];
 	hdr->kind = (AtrestKind) (p[1] >> 4);
@@ -46,8 +50,10 @@ EnvelopeParseHeader(AtrestKind kind, const unsigned char *p, size_t len,
 	hdr->class_id = ((int32_t) p[2] << 8) | p[3];
 	hdr->key_version = ((uint32_t) p[4] << 24) | ((uint32_t) p[5] << 16) |
 		((uint32_t) p[6] << 8) | (uint32_t) p[7];
-	if (hdr->format != ENVELOPE_FORMAT)
+	if (EnvelopeNonceLen(hdr->format) == 0)
 		return ENVELOPE_BAD_FORMAT;
+	if (len < EnvelopeOverhead(hdr->format))
+		return ENVELOPE_TRUNCATED;
 	if (hdr->kind != kind)
 		return ENVELOPE_WRONG_KIND;
 	if ((hdr->flags & ~ENVELOPE_FLAG_LZ4) != 0)
@@ -57,12 +63,12 @@ EnvelopeParseHeader(AtrestKind kind, const unsigned char *p, size_t len,
 
 /*
  * Replace the key schedule in "ctx" with that of an all-zero key, so that no
- * data key outlives one operation in OpenSSL's (unlocked, dumpable) heap.
+ * key outlives one operation in OpenSSL's (unlocked, dumpable) heap.
  */
 static void
 ScrubContext(EVP_CIPHER_CTX *ctx, bool encrypting)
 {
-	static const unsigned char zero_key[32];
+	static const unsigned char zero_key[ENVELOPE_KEY_LEN];
 
 	if (encrypting)
 		(void) EVP_EncryptInit_ex(ctx, NULL, NULL, zero_key, NULL);
@@ -70,81 +76,194 @@ ScrubContext(EVP_CIPHER_CTX *ctx, bool encrypting)
 		(void) EVP_DecryptInit_ex(ctx, NULL, NULL, zero_key, NULL);
 }
 
+/*
+ * AES-256-GCM with a 96-bit nonce: "len" bytes at "in" to ciphertext and
+ * tag at "out" (out == in is fine).  Scrubs "enc".
+ */
 static EnvelopeStatus
-EncryptWithKey(EVP_CIPHER_CTX *enc, const unsigned char *key, unsigned char *p,
-			   const unsigned char *payload, size_t len)
+GcmSeal(EVP_CIPHER_CTX *enc, const unsigned char *key, const unsigned char *nonce,
+		const unsigned char *aad, size_t aadlen,
+		const unsigned char *in, size_t len, unsigned char *out)
 {
-	const unsigned char *nonce = p + ENVELOPE_HEADER_LEN;
-	unsigned char *ct = p + ENVELOPE_HEADER_LEN + ENVELOPE_NONCE_LEN;
 	int			outl;
+	bool		ok;
 
-	if (EVP_EncryptInit_ex(enc, NULL, NULL, key, nonce) != 1 ||
-		EVP_EncryptUpdate(enc, NULL, &outl, p, ENVELOPE_HEADER_LEN) != 1)
-		return ENVELOPE_CRYPTO_FAILED;
-	if (len > 0 && EVP_EncryptUpdate(enc, ct, &outl, payload, (int) len) != 1)
-		return ENVELOPE_CRYPTO_FAILED;
-	if (EVP_EncryptFinal_ex(enc, ct + len, &outl) != 1 ||
-		EVP_CIPHER_CTX_ctrl(enc, EVP_CTRL_GCM_GET_TAG, ENVELOPE_TAG_LEN, ct + len) != 1)
-		return ENVELOPE_CRYPTO_FAILED;
-	return ENVELOPE_OK;
-}
-
-EnvelopeStatus
-EnvelopeEncrypt(EVP_CIPHER_CTX *enc, const unsigned char *key, unsigned char *p,
-				const unsigned char *payload, size_t len)
-{
-	EnvelopeStatus st;
-
-	if (len > (size_t) INT_MAX)
-		return ENVELOPE_TOO_LARGE;
-	st = EncryptWithKey(enc, key, p, payload, len);
+	ok = EVP_EncryptInit_ex(enc, NULL, NULL, key, nonce) == 1 &&
+		(aadlen == 0 || EVP_EncryptUpdate(enc, NULL, &outl, aad, (int) aadlen) == 1) &&
+		(len == 0 || EVP_EncryptUpdate(enc, out, &outl, in, (int) len) == 1) &&
+		EVP_EncryptFinal_ex(enc, out + len, &outl) == 1 &&
+		EVP_CIPHER_CTX_ctrl(enc, EVP_CTRL_GCM_GET_TAG, ENVELOPE_TAG_LEN, out + len) == 1;
 	ScrubContext(enc, true);
-	return st;
+	return ok ? ENVELOPE_OK : ENVELOPE_CRYPTO_FAILED;
 }
 
+/*
+ * The inverse: "ctlen" bytes of ciphertext at "in", followed by the tag, to
+ * "out" (out == in is fine: the tag is not overwritten).  Scrubs "dec".
+ */
 static EnvelopeStatus
-DecryptWithKey(EVP_CIPHER_CTX *dec, const unsigned char *key, const unsigned char *p,
-			   size_t ctlen, unsigned char *out)
+GcmOpen(EVP_CIPHER_CTX *dec, const unsigned char *key, const unsigned char *nonce,
+		const unsigned char *aad, size_t aadlen,
+		const unsigned char *in, size_t ctlen, unsigned char *out)
 {
-	const unsigned char *nonce = p + ENVELOPE_HEADER_LEN;
-	const unsigned char *ct = nonce + ENVELOPE_NONCE_LEN;
+	EnvelopeStatus st = ENVELOPE_CRYPTO_FAILED;
 	int			outl;
 
-	if (EVP_DecryptInit_ex(dec, NULL, NULL, key, nonce) != 1 ||
-		EVP_DecryptUpdate(dec, NULL, &outl, p, ENVELOPE_HEADER_LEN) != 1)
-		return ENVELOPE_CRYPTO_FAILED;
-	if (ctlen > 0 && EVP_DecryptUpdate(dec, out, &outl, ct, (int) ctlen) != 1)
-		return ENVELOPE_CRYPTO_FAILED;
-	if (EVP_CIPHER_CTX_ctrl(dec, EVP_CTRL_GCM_SET_TAG, ENVELOPE_TAG_LEN,
-							(void *) (ct + ctlen)) != 1)
-		return ENVELOPE_CRYPTO_FAILED;
-	/* GCM's final step writes no bytes: it only checks the tag */
-	if (EVP_DecryptFinal_ex(dec, out + ctlen, &outl) != 1)
-		return ENVELOPE_TAG_MISMATCH;
-	return ENVELOPE_OK;
-}
-
-EnvelopeStatus
-EnvelopeDecrypt(EVP_CIPHER_CTX *dec, const unsigned char *key, const unsigned char *p,
-				size_t sealed_len, unsigned char *out)
-{
-	EnvelopeStatus st;
-	size_t		ctlen;
-
-	if (sealed_len < ENVELOPE_OVERHEAD)
-		return ENVELOPE_TRUNCATED;
-	ctlen = sealed_len - ENVELOPE_OVERHEAD;
-	if (ctlen > (size_t) INT_MAX)
-		return ENVELOPE_TOO_LARGE;
-	st = DecryptWithKey(dec, key, p, ctlen, out);
+	if (EVP_DecryptInit_ex(dec, NULL, NULL, key, nonce) == 1 &&
+		(aadlen == 0 || EVP_DecryptUpdate(dec, NULL, &outl, aad, (int) aadlen) == 1) &&
+		(ctlen == 0 || EVP_DecryptUpdate(dec, out, &outl, in, (int) ctlen) == 1) &&
+		EVP_CIPHER_CTX_ctrl(dec, EVP_CTRL_GCM_SET_TAG, ENVELOPE_TAG_LEN,
+							(void *) (in + ctlen)) == 1)
+	{
+		/* GCM's final step writes no bytes: it only checks the tag */
+		st = EVP_DecryptFinal_ex(dec, out + ctlen, &outl) == 1 ?
+			ENVELOPE_OK : ENVELOPE_TAG_MISMATCH;
+	}
 	ScrubContext(dec, false);
 	return st;
+}
+
+/*
+ * XAES-256-GCM key derivation (c2sp.org/XAES-256-GCM, "Detailed key
+ * derivation algorithm"): the CMAC subkey K1 of "key", then
+ *		Kx = AES-256(M1 xor K1) || AES-256(M2 xor K1),
+ *		M(i) = 0x00 || i || 'X' || 0x00 || nonce[0..11]
+ * that is the NIST SP 800-108r1 counter-mode KDF with AES-256-CMAC as the
+ * PRF, each CMAC input one block.  Three AES-256 block operations in "kdf",
+ * which is scrubbed; the intermediate values are wiped.
+ */
+EnvelopeStatus
+EnvelopeXaesDeriveKey(EVP_CIPHER_CTX *kdf, const unsigned char *key,
+					  const unsigned char *nonce, unsigned char *subkey)
+{
+	static const unsigned char zero_block[16];
+	unsigned char k1[16];
+	unsigned char m[32];
+	unsigned char msb;
+	int			outl;
+	bool		ok;
+
+	/* L = AES-256(key, 0^128) */
+	ok = EVP_EncryptInit_ex(kdf, NULL, NULL, key, NULL) == 1 &&
+		EVP_EncryptUpdate(kdf, k1, &outl, zero_block, 16) == 1 && outl == 16;
+	if (ok)
+	{
+		/* K1 = L << 1, xor 0x87 when MSB(L) = 1 (without a branch on it) */
+		msb = k1[0] >> 7;
+		for (int i = 0; i < 15; i++)
+			k1[i] = (unsigned char) ((k1[i] << 1) | (k1[i + 1] >> 7));
+		k1[15] = (unsigned char) ((k1[15] << 1) ^ ((unsigned char) (0u - msb) & 0x87));
+
+		m[0] = 0x00;
+		m[1] = 0x01;
+		m[2] = 0x58;
+		m[3] = 0x00;
+		memcpy(m + 4, nonce, 12);
+		m[16] = 0x00;
+		m[17] = 0x02;
+		m[18] = 0x58;
+		m[19] = 0x00;
+		memcpy(m + 20, nonce, 12);
+		for (int i = 0; i < 16; i++)
+		{
+			m[i] ^= k1[i];
+			m[16 + i] ^= k1[i];
+		}
+		ok = EVP_EncryptUpdate(kdf, subkey, &outl, m, 32) == 1 && outl == 32;
+	}
+	ScrubContext(kdf, true);
+	OPENSSL_cleanse(k1, sizeof(k1));
+	OPENSSL_cleanse(m, sizeof(m));
+	if (!ok)
+		OPENSSL_cleanse(subkey, ENVELOPE_KEY_LEN);
+	return ok ? ENVELOPE_OK : ENVELOPE_CRYPTO_FAILED;
+}
+
+EnvelopeStatus
+EnvelopeXaesEncrypt(EVP_CIPHER_CTX *kdf, EVP_CIPHER_CTX *enc,
+					const unsigned char *key, const unsigned char *nonce,
+					const unsigned char *aad, size_t aadlen,
+					const unsigned char *in, size_t len, unsigned char *out)
+{
+	unsigned char subkey[ENVELOPE_KEY_LEN];
+	EnvelopeStatus st;
+
+	if (len > (size_t) INT_MAX || aadlen > (size_t) INT_MAX)
+		return ENVELOPE_TOO_LARGE;
+	st = EnvelopeXaesDeriveKey(kdf, key, nonce, subkey);
+	if (st == ENVELOPE_OK)
+		st = GcmSeal(enc, subkey, nonce + 12, aad, aadlen, in, len, out);
+	OPENSSL_cleanse(subkey, sizeof(subkey));
+	return st;
+}
+
+EnvelopeStatus
+EnvelopeXaesDecrypt(EVP_CIPHER_CTX *kdf, EVP_CIPHER_CTX *dec,
+					const unsigned char *key, const unsigned char *nonce,
+					const unsigned char *aad, size_t aadlen,
+					const unsigned char *in, size_t ctlen, unsigned char *out)
+{
+	unsigned char subkey[ENVELOPE_KEY_LEN];
+	EnvelopeStatus st;
+
+	if (ctlen > (size_t) INT_MAX || aadlen > (size_t) INT_MAX)
+		return ENVELOPE_TOO_LARGE;
+	st = EnvelopeXaesDeriveKey(kdf, key, nonce, subkey);
+	if (st == ENVELOPE_OK)
+		st = GcmOpen(dec, subkey, nonce + 12, aad, aadlen, in, ctlen, out);
+	OPENSSL_cleanse(subkey, sizeof(subkey));
+	return st;
+}
+
+EnvelopeStatus
+EnvelopeEncrypt(EVP_CIPHER_CTX *enc, EVP_CIPHER_CTX *kdf, const unsigned char *key,
+				unsigned char *p, const unsigned char *payload, size_t len)
+{
+	uint8_t		format = p[0];
+	size_t		nonce_len = EnvelopeNonceLen(format);
+	const unsigned char *nonce = p + ENVELOPE_HEADER_LEN;
+	unsigned char *ct = p + ENVELOPE_HEADER_LEN + nonce_len;
+
+	if (nonce_len == 0)
+		return ENVELOPE_BAD_FORMAT;
+	if (len > (size_t) INT_MAX)
+		return ENVELOPE_TOO_LARGE;
+	if (format == ENVELOPE_FORMAT_XAES)
+		return EnvelopeXaesEncrypt(kdf, enc, key, nonce, p, ENVELOPE_HEADER_LEN,
+								   payload, len, ct);
+	return GcmSeal(enc, key, nonce, p, ENVELOPE_HEADER_LEN, payload, len, ct);
+}
+
+EnvelopeStatus
+EnvelopeDecrypt(EVP_CIPHER_CTX *dec, EVP_CIPHER_CTX *kdf, const unsigned char *key,
+				const unsigned char *p, size_t sealed_len, unsigned char *out)
+{
+	uint8_t		format;
+	size_t		nonce_len;
+	size_t		ctlen;
+	const unsigned char *nonce = p + ENVELOPE_HEADER_LEN;
+
+	if (sealed_len < ENVELOPE_MIN_OVERHEAD)
+		return ENVELOPE_TRUNCATED;
+	format = p[0];
+	nonce_len = EnvelopeNonceLen(format);
+	if (nonce_len == 0)
+		return ENVELOPE_BAD_FORMAT;
+	if (sealed_len < EnvelopeOverhead(format))
+		return ENVELOPE_TRUNCATED;
+	ctlen = sealed_len - EnvelopeOverhead(format);
+	if (ctlen > (size_t) INT_MAX)
+		return ENVELOPE_TOO_LARGE;
+	if (format == ENVELOPE_FORMAT_XAES)
+		return EnvelopeXaesDecrypt(kdf, dec, key, nonce, p, ENVELOPE_HEADER_LEN,
+								   nonce + nonce_len, ctlen, out);
+	return GcmOpen(dec, key, nonce, p, ENVELOPE_HEADER_LEN, nonce + nonce_len, ctlen, out);
 }
 
 EVP_CIPHER_CTX *
 EnvelopeNewContext(bool encrypting)
 {
-	static const unsigned char zero_key[32];
+	static const unsigned char zero_key[ENVELOPE_KEY_LEN];
 	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
 	int			ok;
 
@@ -154,6 +273,23 @@ EnvelopeNewContext(bool encrypting)
 		EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, zero_key, NULL) :
 		EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, zero_key, NULL);
 	if (ok != 1)
+	{
+		EVP_CIPHER_CTX_free(ctx);
+		return NULL;
+	}
+	return ctx;
+}
+
+EVP_CIPHER_CTX *
+EnvelopeNewKdfContext(void)
+{
+	static const unsigned char zero_key[ENVELOPE_KEY_LEN];
+	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+
+	if (ctx == NULL)
+		return NULL;
+	if (EVP_EncryptInit_ex(ctx, EVP_aes_256_ecb(), NULL, zero_key, NULL) != 1 ||
+		EVP_CIPHER_CTX_set_padding(ctx, 0) != 1)
 	{
 		EVP_CIPHER_CTX_free(ctx);
 		return NULL;

@@ -82,6 +82,7 @@ typedef struct KeyClass
 {
 	int32		id;
 	uint32		active_version;
+	bool		compress;		/* its values may be compressed (1.1) */
 	char		name[NAMEDATALEN];
 } KeyClass;
 
@@ -240,7 +241,26 @@ GetTextCol(HeapTuple tup, TupleDesc desc, int attnum)
 typedef struct ClassScan
 {
 	List	   *classes;
+	int			compress_attnum;	/* 0: not looked up yet; -1: no such column */
 } ClassScan;
+
+/*
+ * The attribute number of key_classes.compress, added by 1.1 at the end of
+ * the table; -1 in a database still at 1.0, whose classes all compress.
+ */
+static int
+KeyClassesCompressAttnum(TupleDesc desc)
+{
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (!att->attisdropped && att->atttypid == BOOLOID &&
+			strcmp(NameStr(att->attname), "compress") == 0)
+			return i + 1;
+	}
+	return -1;
+}
 
 static void
 ClassRow(HeapTuple tup, TupleDesc desc, void *arg)
@@ -254,13 +274,22 @@ ClassRow(HeapTuple tup, TupleDesc desc, void *arg)
 	kc->active_version = (uint32) DatumGetInt32(GetCol(tup, desc, Anum_key_classes_active_version, &isnull));
 	name = GetTextCol(tup, desc, Anum_key_classes_name);
 	strlcpy(kc->name, name ? name : "", NAMEDATALEN);
+	if (cs->compress_attnum == 0)
+		cs->compress_attnum = KeyClassesCompressAttnum(desc);
+	kc->compress = true;
+	if (cs->compress_attnum > 0)
+	{
+		Datum		d = GetCol(tup, desc, cs->compress_attnum, &isnull);
+
+		kc->compress = isnull || DatumGetBool(d);
+	}
 	cs->classes = lappend(cs->classes, kc);
 }
 
 static List *
 ReadKeyClasses(Snapshot snapshot)
 {
-	ClassScan	cs = {NIL};
+	ClassScan	cs = {NIL, 0};
 
 	ResolveKeyTables();
 	ScanKeyTable(classes_oid, snapshot, ClassRow, &cs);
@@ -681,6 +710,16 @@ CachedDataKey(int32 class_id, uint32 version)
 DataKey *
 KeyringActiveDataKey(int32 class_id)
 {
+	return KeyringSealingKey(class_id, NULL);
+}
+
+/*
+ * The same, and in *compress (when not NULL) whether the class lets its
+ * values be compressed: the class's policy, from the cache.
+ */
+DataKey *
+KeyringSealingKey(int32 class_id, bool *compress)
+{
 	KeyClass   *kc;
 	DataKey    *dk;
 
@@ -695,6 +734,8 @@ KeyringActiveDataKey(int32 class_id)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("key class \"%s\" has no data key version %u", kc->name, kc->active_version)));
+	if (compress)
+		*compress = kc->compress;
 	return dk;
 }
 
@@ -882,20 +923,41 @@ ValidClassName(const char *name)
 	return true;
 }
 
+/* ereport 22004 if argument "argno" (named "what") is NULL. */
+static void
+RequireArgument(FunctionCallInfo fcinfo, int argno, const char *fn, const char *what)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("argument \"%s\" of %s must not be null", what, fn)));
+}
+
 /*
- * atrest.create_key_class(name text) RETURNS integer: a new key class with
- * its first data key.
+ * atrest.create_key_class(name text, compress boolean DEFAULT true)
+ * RETURNS integer: a new key class with its first data key.  1.0 declared
+ * it STRICT with the name only (and had no compress column): called that
+ * way, the class compresses as all classes of 1.0 do.
  */
 PG_FUNCTION_INFO_V1(atrest_create_key_class);
 Datum
 atrest_create_key_class(PG_FUNCTION_ARGS)
 {
-	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	bool		with_policy = PG_NARGS() >= 2;
+	char	   *name;
+	bool		compress = true;
 	int32		class_id;
 	bool		isnull;
-	Oid			types[1] = {TEXTOID};
-	Datum		values[1];
+	Oid			types[2] = {TEXTOID, BOOLOID};
+	Datum		values[2];
 
+	RequireArgument(fcinfo, 0, "atrest.create_key_class", "name");
+	if (with_policy)
+	{
+		RequireArgument(fcinfo, 1, "atrest.create_key_class", "compress");
+		compress = PG_GETARG_BOOL(1);
+	}
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	if (!ValidClassName(name))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_NAME),
@@ -909,14 +971,53 @@ atrest_create_key_class(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("key class \"%s\" already exists", name)));
 	values[0] = PointerGetDatum(PG_GETARG_TEXT_PP(0));
-	SpiExec("INSERT INTO atrest.key_classes (id, name) "
-			"VALUES (nextval('atrest.key_classes_id_seq'), $1) RETURNING id",
-			1, types, values, NULL, SPI_OK_INSERT_RETURNING);
+	values[1] = BoolGetDatum(compress);
+	if (with_policy)
+		SpiExec("INSERT INTO atrest.key_classes (id, name, compress) "
+				"VALUES (nextval('atrest.key_classes_id_seq'), $1, $2) RETURNING id",
+				2, types, values, NULL, SPI_OK_INSERT_RETURNING);
+	else
+		SpiExec("INSERT INTO atrest.key_classes (id, name) "
+				"VALUES (nextval('atrest.key_classes_id_seq'), $1) RETURNING id",
+				1, types, values, NULL, SPI_OK_INSERT_RETURNING);
 	class_id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	InsertDataKey(cache.dbk, &cache.root.id, class_id, 1);
-	LogKeyEvent("create_key_class", name, 1, NULL, NULL, NULL, "ok", NULL);
+	LogKeyEvent("create_key_class", name, 1, NULL, NULL, NULL, "ok",
+				with_policy ? (compress ? "compress = true" : "compress = false") : NULL);
 	SPI_finish();
 	PG_RETURN_INT32(class_id);
+}
+
+/*
+ * atrest.alter_key_class(name text, compress boolean): change a key class's
+ * compression policy.  It applies to values sealed from now on (every
+ * backend reloads its key cache); atrest.reencrypt() takes the class's
+ * compressed values out of compression when compress becomes false.
+ */
+PG_FUNCTION_INFO_V1(atrest_alter_key_class);
+Datum
+atrest_alter_key_class(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	bool		compress;
+	Oid			types[2] = {TEXTOID, BOOLOID};
+	Datum		values[2];
+
+	RequireArgument(fcinfo, 0, "atrest.alter_key_class", "name");
+	RequireArgument(fcinfo, 1, "atrest.alter_key_class", "compress");
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	compress = PG_GETARG_BOOL(1);
+	SPI_connect();
+	LockKeyTables();
+	(void) KeyClassLookup(name, false);
+	values[0] = PointerGetDatum(PG_GETARG_TEXT_PP(0));
+	values[1] = BoolGetDatum(compress);
+	SpiExec("UPDATE atrest.key_classes SET compress = $2 WHERE name = $1",
+			2, types, values, NULL, SPI_OK_UPDATE);
+	LogKeyEvent("alter_key_class", name, 0, NULL, NULL, NULL, "ok",
+				compress ? "compress = true" : "compress = false");
+	SPI_finish();
+	PG_RETURN_VOID();
 }
 
 /*

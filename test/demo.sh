@@ -226,8 +226,8 @@ FROM doc_results;"
 	sql "SELECT name, definition ->> 'baseModel' AS base_model, length(artifact::bytea) AS artifact_bytes
 FROM models;"
 	say "atrest.envelope() shows how a value is stored, without decrypting it: its key class," \
-		"the version of the data key that encrypted it, whether it was compressed first, and" \
-		"its size on disk."
+		"the version of the data key that encrypted it, whether it was compressed first, its" \
+		"size on disk, and its format (xaes-256-gcm: a key derived for each value)."
 	sql "SELECT d.id, e.* FROM doc_results d, atrest.envelope(d.result) AS e;"
 }
 

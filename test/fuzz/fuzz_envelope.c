@@ -6,17 +6,18 @@
  * The first input byte picks a mode, the second a value kind:
  *
  *	 0  open: the rest is a stored value, opened the way EnvelopeOpen does
- *		(header, AES-256-GCM under a fixed test key, then the LZ4 length
- *		prefix and decompression).  Covers truncations, bogus headers, bit
- *		flips and forged tags.
- *	 1  past the tag: the next byte is the flags nibble, the rest a payload
- *		sealed here under the test key and then opened, so the fuzzer
- *		reaches what only an authentic value reaches: bogus LZ4 data and
- *		huge or lying raw lengths.
+ *		(header, XAES-256-GCM or, for format 1, AES-256-GCM under a fixed
+ *		test key, then the LZ4 length prefix and decompression).  Covers
+ *		truncations, bogus headers, bit flips and forged tags.
+ *	 1  past the tag: the next byte is the flags nibble (bit 4 set: seal in
+ *		format 1), the rest a payload sealed here under the test key and
+ *		then opened, so the fuzzer reaches what only an authentic value
+ *		reaches: bogus LZ4 data and huge or lying raw lengths.
  *	 2  round trip and tamper: the rest is a plaintext; it is sealed the way
- *		EnvelopeSeal does (compressed when that pays), must open to the same
- *		bytes, and must stop opening after any one bit flip or truncation
- *		chosen by the next input bytes.  A violation aborts.
+ *		EnvelopeSeal does (compressed when that pays; in format 1 when the
+ *		first byte's top bit is set), must open to the same bytes, and must
+ *		stop opening after any one bit flip or truncation chosen by the next
+ *		input bytes.  A violation aborts.
  *	 3  header only: EnvelopeParseHeader for all three kinds.
  *
  * Every buffer handed to envelope_core.c ends exactly at an inaccessible
@@ -54,6 +55,7 @@ static const unsigned char test_key[32] = {
 };
 static EVP_CIPHER_CTX *enc_ctx;
 static EVP_CIPHER_CTX *dec_ctx;
+static EVP_CIPHER_CTX *kdf_ctx;
 static void *lz4_state;			/* EnvelopeLz4Compress's scratch state */
 
 /* ---------------------------------------------------------------------
@@ -125,12 +127,13 @@ OpenValue(AtrestKind kind, const unsigned char *p, size_t len,
 	st = EnvelopeParseHeader(kind, p, len, &hdr);
 	if (st != ENVELOPE_OK)
 		return st;
-	if (hdr.kind != kind || (hdr.flags & ~ENVELOPE_FLAG_LZ4) != 0 || len < ENVELOPE_OVERHEAD)
+	if (hdr.kind != kind || (hdr.flags & ~ENVELOPE_FLAG_LZ4) != 0 ||
+		EnvelopeNonceLen(hdr.format) == 0 || len < EnvelopeOverhead(hdr.format))
 		Fail("EnvelopeParseHeader accepted a bad header");
 
-	ctlen = len - ENVELOPE_OVERHEAD;
+	ctlen = len - EnvelopeOverhead(hdr.format);
 	GuardedAlloc(&pay, ctlen);
-	st = EnvelopeDecrypt(dec_ctx, test_key, p, len, pay.p);
+	st = EnvelopeDecrypt(dec_ctx, kdf_ctx, test_key, p, len, pay.p);
 	if (st != ENVELOPE_OK || (hdr.flags & ENVELOPE_FLAG_LZ4) == 0)
 	{
 		if (st == ENVELOPE_OK)
@@ -162,22 +165,26 @@ OpenValue(AtrestKind kind, const unsigned char *p, size_t len,
 	return st;
 }
 
-/* Seal "len" payload bytes with a header of our choosing (flags as given). */
+/* Seal "len" payload bytes with a header of our choosing (format and flags as given). */
 static void
-SealRaw(AtrestKind kind, uint8_t flags, int32_t class_id, uint32_t version,
+SealRaw(AtrestKind kind, uint8_t format, uint8_t flags, int32_t class_id, uint32_t version,
 		const unsigned char *payload, size_t len, Guarded *sealed)
 {
-	GuardedAlloc(sealed, ENVELOPE_OVERHEAD + len);
-	EnvelopeWriteHeader(sealed->p, kind, flags, class_id, version);
+	GuardedAlloc(sealed, EnvelopeOverhead(format) + len);
+	EnvelopeWriteHeader(sealed->p, format, kind, flags, class_id, version);
 	/* a fixed nonce: the harness is deterministic; the server uses RAND_bytes */
-	memset(sealed->p + ENVELOPE_HEADER_LEN, 0x5a, ENVELOPE_NONCE_LEN);
-	if (EnvelopeEncrypt(enc_ctx, test_key, sealed->p, payload, len) != ENVELOPE_OK)
+	memset(sealed->p + ENVELOPE_HEADER_LEN, 0x5a, EnvelopeNonceLen(format));
+	if (EnvelopeEncrypt(enc_ctx, kdf_ctx, test_key, sealed->p, payload, len) != ENVELOPE_OK)
 		Fail("EnvelopeEncrypt failed");
 }
 
-/* Seal a plaintext the way EnvelopeSeal does: compressed when that pays. */
+/*
+ * Seal a plaintext the way EnvelopeSeal does: compressed when that pays; in
+ * "format" (the server writes only ENVELOPE_FORMAT; format 1 values are 1.0's).
+ */
 static void
-SealValue(AtrestKind kind, const unsigned char *plain, size_t len, Guarded *sealed)
+SealValue(AtrestKind kind, uint8_t format, const unsigned char *plain, size_t len,
+		  Guarded *sealed)
 {
 	if (len >= ENVELOPE_COMPRESS_MIN)
 	{
@@ -190,13 +197,13 @@ SealValue(AtrestKind kind, const unsigned char *plain, size_t len, Guarded *seal
 		{
 			if (clen >= len - len / 8)
 				Fail("compressed a payload that does not save an eighth");
-			SealRaw(kind, ENVELOPE_FLAG_LZ4, 7, 3, c.p, clen, sealed);
+			SealRaw(kind, format, ENVELOPE_FLAG_LZ4, 7, 3, c.p, clen, sealed);
 			GuardedFree(&c);
 			return;
 		}
 		GuardedFree(&c);
 	}
-	SealRaw(kind, 0, 7, 3, plain, len, sealed);
+	SealRaw(kind, format, 0, 7, 3, plain, len, sealed);
 }
 
 static AtrestKind
@@ -227,12 +234,14 @@ ModePastTag(AtrestKind kind, const unsigned char *p, size_t len)
 	size_t		outlen = 0;
 	EnvelopeStatus st;
 	uint8_t		flags;
+	uint8_t		format;
 
 	if (len < 1)
 		return;
 	flags = p[0] & 0x0f;
-	SealRaw(kind, flags, 1, 1, p + 1, len - 1, &sealed);
-	st = OpenValue(kind, sealed.p, ENVELOPE_OVERHEAD + len - 1, &out, &outlen);
+	format = (p[0] & 0x10) ? ENVELOPE_FORMAT_GCM : ENVELOPE_FORMAT_XAES;
+	SealRaw(kind, format, flags, 1, 1, p + 1, len - 1, &sealed);
+	st = OpenValue(kind, sealed.p, EnvelopeOverhead(format) + len - 1, &out, &outlen);
 	if (st == ENVELOPE_TAG_MISMATCH)
 		Fail("a value sealed under the test key did not authenticate");
 	if (st == ENVELOPE_OK && flags == 0 &&
@@ -252,15 +261,17 @@ ModeRoundTrip(AtrestKind kind, const unsigned char *p, size_t len)
 				slen;
 	size_t		pos;
 	uint8_t		mask;
+	uint8_t		format;
 
 	if (len < 3)
 		return;
-	pos = ((size_t) p[0] << 8) | p[1];
+	format = (p[0] & 0x80) ? ENVELOPE_FORMAT_GCM : ENVELOPE_FORMAT_XAES;
+	pos = ((size_t) (p[0] & 0x7f) << 8) | p[1];
 	mask = p[2] ? p[2] : 1;
 	p += 3;
 	len -= 3;
 
-	SealValue(kind, p, len, &sealed);
+	SealValue(kind, format, p, len, &sealed);
 	slen = sealed.maplen - PAGE - (size_t) (sealed.p - sealed.base);
 	if (OpenValue(kind, sealed.p, slen, &out, &outlen) != ENVELOPE_OK)
 		Fail("a freshly sealed value did not open");
@@ -289,7 +300,8 @@ ModeHeader(const unsigned char *p, size_t len)
 		EnvelopeHeader hdr;
 		EnvelopeStatus st = EnvelopeParseHeader((AtrestKind) k, p, len, &hdr);
 
-		if (st == ENVELOPE_OK && (len < ENVELOPE_OVERHEAD || p[0] != ENVELOPE_FORMAT ||
+		if (st == ENVELOPE_OK && (len < 1 || EnvelopeNonceLen(p[0]) == 0 ||
+								  len < EnvelopeOverhead(p[0]) ||
 								  (p[1] >> 4) != k || (p[1] & 0x0e) != 0))
 			Fail("EnvelopeParseHeader accepted a bad header");
 		if (st == ENVELOPE_OK && (hdr.class_id != ((p[2] << 8) | p[3]) ||
@@ -406,24 +418,39 @@ WriteSeeds(const char *dir)
 	for (size_t i = 0; i < sizeof(big); i++)
 		big[i] = (unsigned char) ("lorem ipsum dolor "[i % 18]);
 
-	/* mode 0: authentic values, plain and compressed, and broken ones */
-	SealValue(ATREST_KIND_JSONB, (const unsigned char *) json, sizeof(json) - 1, &s);
-	slen = ENVELOPE_OVERHEAD + sizeof(json) - 1;
-	Seed(dir, "open-jsonb-plain", 0, ATREST_KIND_JSONB, s.p, slen);
-	Seed(dir, "open-jsonb-truncated", 0, ATREST_KIND_JSONB, s.p, slen - 9);
-	s.p[0] = 2;
-	Seed(dir, "open-bad-format", 0, ATREST_KIND_JSONB, s.p, slen);
-	GuardedFree(&s);
+	/* mode 0: authentic values in both formats, plain and compressed, and broken ones */
+	for (int f = ENVELOPE_FORMAT_GCM; f <= ENVELOPE_FORMAT_XAES; f++)
+	{
+		const char *suffix = f == ENVELOPE_FORMAT_GCM ? "-format1" : "";
+		char		name[64];
 
-	SealValue(ATREST_KIND_TEXT, big, sizeof(big), &s);
-	slen = s.maplen - PAGE - (size_t) (s.p - s.base);
-	Seed(dir, "open-text-lz4", 0, ATREST_KIND_TEXT, s.p, slen);
-	Seed(dir, "open-text-as-bytea", 0, ATREST_KIND_BYTEA, s.p, slen);
-	GuardedFree(&s);
+		SealValue(ATREST_KIND_JSONB, (uint8_t) f, (const unsigned char *) json, sizeof(json) - 1, &s);
+		slen = EnvelopeOverhead((uint8_t) f) + sizeof(json) - 1;
+		snprintf(name, sizeof(name), "open-jsonb-plain%s", suffix);
+		Seed(dir, name, 0, ATREST_KIND_JSONB, s.p, slen);
+		snprintf(name, sizeof(name), "open-jsonb-truncated%s", suffix);
+		Seed(dir, name, 0, ATREST_KIND_JSONB, s.p, slen - 9);
+		s.p[0] = (unsigned char) (f == ENVELOPE_FORMAT_GCM ? ENVELOPE_FORMAT_XAES : ENVELOPE_FORMAT_GCM);
+		snprintf(name, sizeof(name), "open-relabelled-format%s", suffix);
+		Seed(dir, name, 0, ATREST_KIND_JSONB, s.p, slen);
+		s.p[0] = 3;
+		snprintf(name, sizeof(name), "open-bad-format%s", suffix);
+		Seed(dir, name, 0, ATREST_KIND_JSONB, s.p, slen);
+		GuardedFree(&s);
 
-	SealValue(ATREST_KIND_BYTEA, (const unsigned char *) "", 0, &s);
-	Seed(dir, "open-bytea-empty", 0, ATREST_KIND_BYTEA, s.p, ENVELOPE_OVERHEAD);
-	GuardedFree(&s);
+		SealValue(ATREST_KIND_TEXT, (uint8_t) f, big, sizeof(big), &s);
+		slen = s.maplen - PAGE - (size_t) (s.p - s.base);
+		snprintf(name, sizeof(name), "open-text-lz4%s", suffix);
+		Seed(dir, name, 0, ATREST_KIND_TEXT, s.p, slen);
+		snprintf(name, sizeof(name), "open-text-as-bytea%s", suffix);
+		Seed(dir, name, 0, ATREST_KIND_BYTEA, s.p, slen);
+		GuardedFree(&s);
+
+		SealValue(ATREST_KIND_BYTEA, (uint8_t) f, (const unsigned char *) "", 0, &s);
+		snprintf(name, sizeof(name), "open-bytea-empty%s", suffix);
+		Seed(dir, name, 0, ATREST_KIND_BYTEA, s.p, EnvelopeOverhead((uint8_t) f));
+		GuardedFree(&s);
+	}
 
 	/* mode 1: payloads behind an authentic tag */
 	{
@@ -443,6 +470,8 @@ WriteSeeds(const char *dir)
 		Seed(dir, "pasttag-lz4-prefix-only", 1, ATREST_KIND_TEXT, body, 1 + 3);
 		body[0] = 0;
 		Seed(dir, "pasttag-plain", 1, ATREST_KIND_BYTEA, body, 1 + clen);
+		body[0] = 0x10;			/* format 1 */
+		Seed(dir, "pasttag-plain-format1", 1, ATREST_KIND_BYTEA, body, 1 + clen);
 	}
 
 	/* mode 2: plaintexts to seal, open and tamper with */
@@ -458,13 +487,18 @@ WriteSeeds(const char *dir)
 		body[1] = 40;
 		Seed(dir, "roundtrip-compressible", 2, ATREST_KIND_TEXT, body, 3 + sizeof(big));
 		Seed(dir, "roundtrip-empty", 2, ATREST_KIND_BYTEA, body, 3);
+		body[0] = 0x80;			/* format 1 */
+		Seed(dir, "roundtrip-compressible-format1", 2, ATREST_KIND_TEXT, body, 3 + sizeof(big));
 	}
 
 	/* mode 3: headers */
 	{
-		unsigned char hdr[ENVELOPE_OVERHEAD] = {1, 0x11, 0, 3, 0, 0, 0, 2};
+		unsigned char hdr[ENVELOPE_MAX_OVERHEAD] = {2, 0x11, 0, 3, 0, 0, 0, 2};
 
 		Seed(dir, "header-jsonb", 3, ATREST_KIND_JSONB, hdr, sizeof(hdr));
+		Seed(dir, "header-jsonb-short", 3, ATREST_KIND_JSONB, hdr, ENVELOPE_MIN_OVERHEAD);
+		hdr[0] = 1;
+		Seed(dir, "header-jsonb-format1", 3, ATREST_KIND_JSONB, hdr, ENVELOPE_MIN_OVERHEAD);
 		hdr[1] = 0x3f;
 		Seed(dir, "header-bad-flags", 3, ATREST_KIND_JSONB, hdr, sizeof(hdr));
 	}
@@ -479,11 +513,12 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	(void) argv;
 	enc_ctx = EnvelopeNewContext(true);
 	dec_ctx = EnvelopeNewContext(false);
+	kdf_ctx = EnvelopeNewKdfContext();
 	lz4_state = malloc(EnvelopeLz4StateSize());
 	if (lz4_state == NULL)
 		Fail("out of memory");
-	/* as the backend does: two contexts, a key set into one per value */
-	if (enc_ctx == NULL || dec_ctx == NULL)
+	/* as the backend does: three contexts, a key set into them per value */
+	if (enc_ctx == NULL || dec_ctx == NULL || kdf_ctx == NULL)
 		Fail("could not set up AES-256-GCM");
 	SelfTest();
 	if (seeds != NULL && seeds[0] != '\0')

@@ -7,7 +7,7 @@
 # type and prints no bytes; the backend survives (the same session goes on), the server
 # does not restart, and every other row stays readable.
 #
-# The bytes to flip are found by their envelope header (envelope.h): format 0x01, kind in
+# The bytes to flip are found by their envelope header (envelope_core.h): format 0x02, kind in
 # the high nibble and flags in the low one, the class id and the data-key version.  Each
 # corrupted value is the only one in its file under its (class, version): the other rows
 # are written after a data-key rotation.
@@ -100,7 +100,7 @@ sub header_re
 {
 	my ($kind, $class, $version) = @_;
 	my $k = $kind << 4;
-	return sprintf('\x01[\x%02x\x%02x]', $k, $k | 1)
+	return sprintf('\x02[\x%02x\x%02x]', $k, $k | 1)
 	  . quotemeta(pack('n', $class) . pack('N', $version));
 }
 
@@ -124,7 +124,7 @@ sub corrupt
 }
 
 my @secret_hex;
-# ciphertext of the inline value: header (8) + nonce (12) + 100 bytes into the ciphertext
+# ciphertext of the inline value: header (8) + nonce (24) + 88 bytes into the ciphertext
 push @secret_hex, corrupt('inline jsonb value in the heap', $c_heap, header_re(1, 3, 1), 120);
 # ciphertext of the TOASTed value, inside its first TOAST chunk
 push @secret_hex, corrupt('TOASTed jsonb value', $c_toast, header_re(1, 3, 1), 500);

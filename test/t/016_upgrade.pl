@@ -60,6 +60,17 @@ my $fingerprint = q{
 	                      || ':' || t::text, ',' ORDER BY id))
 	  FROM docs};
 my $before = $node->safe_psql('old', $fingerprint);
+
+# The current module against the 1.0 schema: envelope() as 1.0 declared it (four
+# columns), and a privilege on create_key_class(text), which the update must carry over
+# to create_key_class(text, boolean).
+is($node->safe_psql('old', q{SELECT (atrest.envelope(j)).* FROM docs WHERE id = 301}),
+	'model|2|f|' . $node->safe_psql('old', q{SELECT (atrest.envelope(j)).stored_bytes FROM docs WHERE id = 301}),
+	'envelope() works with its 1.0 declaration');
+$node->safe_psql('old', q{
+	CREATE ROLE key_admin;
+	GRANT EXECUTE ON FUNCTION atrest.create_key_class(text) TO key_admin;
+});
 my $status = q{SELECT protector || ' ' || coalesce(key_uri, '-') FROM atrest.key_status};
 is($node->safe_psql('old', $status), 'customer kms:openssl/cmk1', '1.0 is under the CMK');
 
@@ -77,6 +88,17 @@ is( $node->safe_psql('old',
 	'a model sealed by 1.0|42',
 	'the stored model and analyze result read back');
 
+is( $node->safe_psql('old',
+		q{SELECT string_agg(name || '=' || compress, ',' ORDER BY id) FROM atrest.key_classes}),
+	'default=true,model=true,result=true,legacy=true',
+	'existing key classes keep compressing');
+is( $node->safe_psql('old',
+		q{SELECT has_function_privilege('key_admin', 'atrest.create_key_class(text, boolean)', 'EXECUTE'),
+		         has_function_privilege('key_admin', 'atrest.alter_key_class(text, boolean)', 'EXECUTE')}),
+	't|f', 'the grant on create_key_class is carried over; alter_key_class is not granted');
+is($node->safe_psql('old', q{SELECT (atrest.envelope(j)).format FROM docs WHERE id = 301}),
+	'xaes-256-gcm', 'envelope() reports the format after the update');
+
 # Key operations after the update, and values sealed by the new version next to the old.
 $node->safe_psql(
 	'old', q{
@@ -91,6 +113,10 @@ is($node->safe_psql('old', q{SELECT j::jsonb ->> 'after' FROM docs WHERE id = 30
 	'update', 'a value sealed after the update reads back');
 
 # --- same schema as a fresh install ---------------------------------------------------
+$node->safe_psql('old', q{
+	REVOKE EXECUTE ON FUNCTION atrest.create_key_class(text, boolean) FROM key_admin;
+	DROP ROLE key_admin;
+});
 $node->safe_psql('fresh', 'CREATE EXTENSION pg_atrest');
 my $old_schema = AtrestTest::schema_description($node, 'old');
 my $fresh_schema = AtrestTest::schema_description($node, 'fresh');

@@ -19,7 +19,9 @@
 #     an ordinary core dump either, although values were just sealed and opened: a data
 #     key is set into OpenSSL's cipher context (its heap is neither locked nor excluded,
 #     and an AES-256 key schedule starts with the key) only for one operation, and an
-#     all-zero key replaces it afterwards.
+#     all-zero key replaces it afterwards.  Nor is the key XAES-256-GCM derived for each
+#     value opened (computed here from the data keys and the values' nonces), which lives
+#     on the stack for one call and in the GCM context for one operation.
 #  4. After atrest.recheck_keys() (the cache is dropped): no byte string of any of those
 #     keys is left anywhere in the process, secure pages and heap included (a full dump
 #     with dump-excluded-mappings on).  This does not prove that no copy ever reached
@@ -56,7 +58,39 @@ $node->safe_psql('postgres', 'CREATE EXTENSION pg_atrest');
 $node->safe_psql('postgres',
 	q{CREATE TABLE t (id int, doc atrest.encrypted_jsonb(result), note atrest.encrypted_text);
 	  INSERT INTO t VALUES (1, '{"a": 1}', 'hello');
-	  SELECT atrest.rotate_data_key('model');});
+	  SELECT atrest.rotate_data_key('model');
+	  CREATE FUNCTION raw(atrest.encrypted_text, bytea DEFAULT '') RETURNS bytea
+	      LANGUAGE internal IMMUTABLE STRICT AS 'byteacat';
+	  CREATE FUNCTION raw(atrest.encrypted_jsonb, bytea DEFAULT '') RETURNS bytea
+	      LANGUAGE internal IMMUTABLE STRICT AS 'byteacat';});
+
+# AES-256 in ECB mode of whole blocks, with the openssl command.
+sub aes256_ecb
+{
+	my ($key, $blocks) = @_;
+	my ($out, $err);
+	IPC::Run::run(
+		[ 'openssl', 'enc', '-aes-256-ecb', '-nopad', '-nosalt', '-K', unpack('H*', $key) ],
+		'<', \$blocks, '>', \$out, '2>', \$err)
+	  or die "openssl enc failed: $err";
+	return $out;
+}
+
+# The AES-256-GCM key XAES-256-GCM derives from "key" and a nonce's first 12 bytes
+# (c2sp.org/XAES-256-GCM, "Detailed key derivation algorithm").
+sub xaes_subkey
+{
+	my ($key, $nonce12) = @_;
+	my @l = unpack('C16', aes256_ecb($key, "\0" x 16));
+	my $msb = $l[0] >> 7;
+	my @k1 = map { (($l[$_] << 1) | ($_ < 15 ? $l[$_ + 1] >> 7 : 0)) & 0xff } 0 .. 15;
+	$k1[15] ^= 0x87 if $msb;
+	my $k1 = pack('C16', @k1);
+	return aes256_ecb($key, (("\x00\x01X\x00" . $nonce12) ^ $k1) . (("\x00\x02X\x00" . $nonce12) ^ $k1));
+}
+is( unpack('H*', xaes_subkey("\x01" x 32, 'ABCDEFGHIJKL')),
+	'c8612c9ed53fe43e8e005b828a1631a0bbcb6ab2f46514ec4f439fcfd0fa969b',
+	'the derivation here gives the C2SP test vector');
 
 # The locked, no-dump, no-fork mappings of a process: [start, end, size kB, locked kB].
 sub secure_mappings
@@ -157,7 +191,7 @@ is($held, $expect_held, 'the session holds the service key, the database key and
 
 SKIP:
 {
-	skip 'gdb is not installed (apt-get install gdb): core dump checks skipped', 15 unless $have_gdb;
+	skip 'gdb is not installed (apt-get install gdb): core dump checks skipped', 17 unless $have_gdb;
 
 	# --- 2. what the secure pages hold -----------------------------------------------------
 	my $page = secure_bytes($pid, @after);
@@ -187,6 +221,18 @@ SKIP:
 	undef $core;
 	is($data_in_core, 0, 'no data key is in an ordinary core dump');
 	note("data keys found in an ordinary core dump: $data_in_core of " . scalar(keys %is_data));
+
+	# the values the session opened are in format 2; the key derived for each (tried with
+	# every data key the session holds) is nowhere in the process, excluded pages included
+	my @nonces = map { pack('H*', $_) } split /\n/, $s->query_safe(
+		q{SELECT encode(substr(r, 9, 12), 'hex') FROM t,
+		         LATERAL (VALUES (raw(doc)), (raw(note))) v(r) WHERE get_byte(r, 0) = 2});
+	is(scalar(@nonces), 2, 'both values are sealed in format 2');
+	my @subkeys = map { my $n = $_; map { xaes_subkey($_, $n) } keys %is_data } @nonces;
+	$full = core_dump($pid, 'subkeys', 1);
+	is(scalar(grep { count_in($full, $_) > 0 } @subkeys), 0,
+		'no key derived for a value is left in the process memory');
+	undef $full;
 
 	# --- 4. after the cache is dropped ---------------------------------------------------
 	$s->query_safe('SELECT atrest.recheck_keys()');

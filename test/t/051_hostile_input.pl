@@ -108,7 +108,7 @@ $node->safe_psql('postgres', q{
 	my $p2 = index($data, $sealed{2});
 	ok($p1 >= 0 && $p2 >= 0, 'rows 1 and 2 found in the same page');
 	# row 1: one bit of ciphertext flipped; row 2: row 3's sealed bytes in its place
-	substr($data, $p1 + 25, 1) = chr(ord(substr($data, $p1 + 25, 1)) ^ 0x01);
+	substr($data, $p1 + 33, 1) = chr(ord(substr($data, $p1 + 33, 1)) ^ 0x01);
 	substr($data, $p2, length($sealed{3})) = $sealed{3};
 	seek $fh, 0, 0;
 	print $fh $data;
