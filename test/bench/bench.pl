@@ -511,7 +511,9 @@ if ($want{compressors})
 	# COPY doubles the backslash of "\x"
 	system('sed', '-i', 's/^\\\\\\\\x/\\\\x/', $docs) == 0 or die "sed failed\n";
 	my $bin = "$work/compressors";
-	my $libdir = `$PG_BIN/pg_config --libdir`;
+	# libpgcommon.a (pglz) is in the system installation's pkglibdir (postgresql-server-dev-15)
+	my $pgc = $ENV{PG_CONFIG} // "$PG_BIN/pg_config";
+	my $libdir = `$pgc --pkglibdir`;
 	chomp $libdir;
 	my $cc = "cc -O2 -Wall -Wextra -o $bin $here/compressors.c $libdir/libpgcommon.a $libdir/libpgport.a -llz4 -lzstd -lcrypto";
 	my $out = `$cc 2>&1`;
