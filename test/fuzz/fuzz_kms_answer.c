@@ -23,7 +23,8 @@
  *		the server encoding, which can ERROR).
  *
  * Every buffer ends at an inaccessible page (fuzz_guard.h), which matters
- * for libpgcommon: it is not built with AddressSanitizer.  Set
+ * for libpgcommon: it is not built with AddressSanitizer.  palloc is a
+ * memory context reset after every input, as in the server.  Set
  * FUZZ_WRITE_SEEDS=DIR to write the seed inputs to DIR and exit.
  */
 #include "postgres_fe.h"
@@ -43,6 +44,106 @@ Fail(const char *what)
 {
 	fprintf(stderr, "fuzz_kms_answer: invariant violated: %s\n", what);
 	abort();
+}
+
+/* ---------------------------------------------------------------------
+ * A memory context for one input.  In the server, everything the answer
+ * parser and PostgreSQL's JSON parser palloc lives in provider_command.c's
+ * run context, deleted after each call; libpgcommon's frontend palloc is
+ * plain malloc with nothing to free it.  These definitions take the place
+ * of libpgcommon's (fe_memutils.o is then not linked), so that each input's
+ * allocations are freed when it is done, as the run context would be, and
+ * the leak checker still sees anything allocated outside them.
+ * --------------------------------------------------------------------- */
+
+typedef struct Chunk
+{
+	struct Chunk *prev;
+	struct Chunk *next;
+	size_t		size;
+	max_align_t align[];
+} Chunk;
+
+static Chunk context = {&context, &context, 0};
+
+static void *
+ContextAlloc(size_t size, bool zero)
+{
+	Chunk	   *c = zero ? calloc(1, sizeof(Chunk) + size) : malloc(sizeof(Chunk) + size);
+
+	if (c == NULL)
+		Fail("out of memory");
+	c->size = size;
+	c->next = &context;
+	c->prev = context.prev;
+	context.prev->next = c;
+	context.prev = c;
+	return c->align;
+}
+
+static Chunk *
+ChunkOf(void *p)
+{
+	return (Chunk *) ((char *) p - offsetof(Chunk, align));
+}
+
+static void
+ContextReset(void)
+{
+	while (context.next != &context)
+	{
+		Chunk	   *c = context.next;
+
+		context.next = c->next;
+		free(c);
+	}
+	context.prev = &context;
+}
+
+void *
+palloc(Size size)
+{
+	return ContextAlloc(size, false);
+}
+
+void *
+palloc0(Size size)
+{
+	return ContextAlloc(size, true);
+}
+
+void
+pfree(void *pointer)
+{
+	Chunk	   *c = ChunkOf(pointer);
+
+	c->prev->next = c->next;
+	c->next->prev = c->prev;
+	free(c);
+}
+
+void *
+repalloc(void *pointer, Size size)
+{
+	Chunk	   *c = ChunkOf(pointer);
+	Chunk	   *n = realloc(c, sizeof(Chunk) + size);
+
+	if (n == NULL)
+		Fail("out of memory");
+	n->size = size;
+	n->prev->next = n;
+	n->next->prev = n;
+	return n->align;
+}
+
+char *
+pstrdup(const char *in)
+{
+	size_t		len = strlen(in);
+	char	   *out = palloc(len + 1);
+
+	memcpy(out, in, len + 1);
+	return out;
 }
 
 static void
@@ -244,6 +345,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			FuzzPrescan(data + 1, size - 1);
 			break;
 	}
+	ContextReset();
 	return 0;
 }
 
