@@ -57,7 +57,7 @@ my $quick = 0;
 my $only = '';
 my $with_compressors = 0;
 GetOptions('quick' => \$quick, 'only=s' => \$only, 'compressors' => \$with_compressors,
-	'help' => sub { system('sed', '-n', '2,33p', $0); exit 0; })
+	'help' => sub { system('sed', '-n', '2,34p', $0); exit 0; })
   or die "usage: test/sandbox bench [--quick] [--only SECTION,...] [--compressors]\n";
 
 # ---------------------------------------------------------------------------------------
