@@ -1045,13 +1045,13 @@ if ($want{insert})
 		my $basename = $base eq 'lz4' ? 'jsonb lz4' : 'jsonb (pglz)';
 		if (($wl eq 'read' && !$want{read}) || ($base eq 'lz4' && !$has_lz4))
 		{
-			goal(undef, "encrypted_jsonb $what", "<= ${max}x of $basename", 'not measured');
+			goal(undef, "encrypted_jsonb $what", sprintf('<= %.2fx of %s', $max, $basename), 'not measured');
 			next;
 		}
 		my $r = med('data', $wl, 'atrest', $N) / med('data', $wl, $base, $N);
 		my $cpu = $wl eq 'size' ? '' : sprintf(' (CPU %.2fx)',
 			med('data', "${wl}_cpu", 'atrest', $N) / med('data', "${wl}_cpu", $base, $N));
-		goal($r <= $max, "encrypted_jsonb $what", "<= ${max}x of $basename", sprintf('%.2fx%s', $r, $cpu));
+		goal($r <= $max, "encrypted_jsonb $what", sprintf('<= %.2fx of %s', $max, $basename), sprintf('%.2fx%s', $r, $cpu));
 	}
 	if ($want{lookup})
 	{
