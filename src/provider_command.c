@@ -41,11 +41,12 @@
 #include "utils/json.h"
 #include "utils/memutils.h"
 
+#include "kms_answer.h"
+#include "parse_core.h"
 #include "provider.h"
 
 /* Longest key URI and key version we accept, in bytes. */
 #define KMS_MAX_URI_LEN			1024
-#define KMS_MAX_KID_LEN			1024
 
 /* Longest value we send; the key ring sends about 61 bytes. */
 #define KMS_MAX_VALUE_LEN		8192
@@ -54,9 +55,6 @@
 #define KMS_MAX_STDOUT			(64 * 1024)
 #define KMS_MAX_STDERR_KEPT		4096
 #define KMS_MAX_REASON_LINE		200
-
-/* Deepest JSON nesting we let the parser see (it recurses). */
-#define KMS_MAX_JSON_DEPTH		32
 
 /* Longest single sleep in the wait loop, so a lost wakeup costs little. */
 #define KMS_POLL_SLICE_MS		100
@@ -101,22 +99,6 @@ typedef struct KmsRun
 	int			status;			/* waitpid status once reaped */
 } KmsRun;
 
-/* What the JSON parse of an answer found. */
-typedef struct KmsAnswer
-{
-	int			depth;
-	bool		is_object;
-	int			field;			/* KMS_FIELD_* of the top-level field being read */
-	bool		field_is_string;
-	char	   *kid;
-	char	   *value;
-	const char *problem;		/* first problem found, or NULL */
-} KmsAnswer;
-
-#define KMS_FIELD_OTHER		0
-#define KMS_FIELD_KID		1
-#define KMS_FIELD_VALUE		2
-
 static const char Base64UrlAlphabet[] =
 "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
@@ -150,16 +132,7 @@ KeyUriProblem(const char *key_uri)
 static bool
 KeyVersionIsValid(const char *s)
 {
-	size_t		len = strlen(s);
-
-	if (len == 0 || len > KMS_MAX_KID_LEN)
-		return false;
-	for (size_t i = 0; i < len; i++)
-	{
-		if ((unsigned char) s[i] < 0x20 || (unsigned char) s[i] > 0x7e)
-			return false;
-	}
-	return true;
+	return ParseKeyVersionIsValid(s, KMS_MAX_KID_LEN);
 }
 
 /* Append the unpadded base64url encoding of data to buf. */
@@ -192,75 +165,6 @@ AppendBase64Url(StringInfo buf, const unsigned char *data, size_t len)
 		appendStringInfoChar(buf, Base64UrlAlphabet[(v >> 12) & 63]);
 		appendStringInfoChar(buf, Base64UrlAlphabet[(v >> 6) & 63]);
 	}
-}
-
-static int
-Base64UrlDigit(char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '-')
-		return 62;
-	if (c == '_')
-		return 63;
-	return -1;
-}
-
-/*
- * Decode base64url (padding optional, canonical trailing bits required)
- * into a palloc'd buffer.  Returns false on any malformation.
- */
-static bool
-DecodeBase64Url(const char *s, unsigned char **out, size_t *outlen)
-{
-	size_t		len = strlen(s);
-	unsigned char *buf;
-	size_t		n = 0;
-	uint32		acc = 0;
-	int			bits = 0;
-
-	/* Strip padding, which must complete a 4-character group. */
-	if (len % 4 == 0)
-	{
-		if (len >= 1 && s[len - 1] == '=')
-			len--;
-		if (len >= 1 && s[len - 1] == '=')
-			len--;
-	}
-	if (len % 4 == 1)
-		return false;
-
-	buf = palloc(len * 3 / 4 + 1);
-	for (size_t i = 0; i < len; i++)
-	{
-		int			d = Base64UrlDigit(s[i]);
-
-		if (d < 0)
-		{
-			pfree(buf);
-			return false;
-		}
-		acc = (acc << 6) | (uint32) d;
-		bits += 6;
-		if (bits >= 8)
-		{
-			bits -= 8;
-			buf[n++] = (unsigned char) ((acc >> bits) & 0xff);
-		}
-	}
-	/* Left-over bits must be zero, so that each value has one encoding. */
-	if (bits > 0 && (acc & ((1U << bits) - 1)) != 0)
-	{
-		pfree(buf);
-		return false;
-	}
-	*out = buf;
-	*outlen = n;
-	return true;
 }
 
 /*
@@ -828,218 +732,16 @@ RunAdapter(KmsOperation op, const char *request, size_t request_len,
 }
 
 /*
- * Scan raw JSON for what PostgreSQL's parser would turn into an ERROR
- * rather than a return code: nesting deep enough to hit the stack check,
- * and \u escapes of non-ASCII characters (converted to the server encoding,
- * which may fail).  Returns a problem description or NULL.
- */
-static const char *
-JsonPrescanProblem(const char *s, int len)
-{
-	int			depth = 0;
-	bool		in_string = false;
-
-	for (int i = 0; i < len; i++)
-	{
-		char		c = s[i];
-
-		if (in_string)
-		{
-			if (c == '"')
-				in_string = false;
-			else if (c == '\\' && i + 1 < len)
-			{
-				i++;
-				if (s[i] == 'u')
-				{
-					/* \uXXXX: anything above 007F is refused. */
-					if (i + 4 < len &&
-						(s[i + 1] != '0' || s[i + 2] != '0' ||
-						 !(s[i + 3] >= '0' && s[i + 3] <= '7')))
-						return "it uses \\u escapes for non-ASCII characters";
-				}
-			}
-		}
-		else if (c == '"')
-			in_string = true;
-		else if (c == '{' || c == '[')
-		{
-			if (++depth > KMS_MAX_JSON_DEPTH)
-				return "it is nested too deeply";
-		}
-		else if (c == '}' || c == ']')
-			depth--;
-	}
-	return NULL;
-}
-
-/* JSON parser callbacks collecting the top-level "kid" and "value" strings. */
-#if PG_VERSION_NUM >= 160000
-#define JSON_CB_TYPE JsonParseErrorType
-#define JSON_CB_RETURN return JSON_SUCCESS
-#else
-#define JSON_CB_TYPE void
-#define JSON_CB_RETURN return
-#endif
-
-static void
-AnswerProblem(KmsAnswer *ans, const char *problem)
-{
-	if (ans->problem == NULL)
-		ans->problem = problem;
-}
-
-static JSON_CB_TYPE
-AnswerObjectStart(void *state)
-{
-	KmsAnswer  *ans = (KmsAnswer *) state;
-
-	if (ans->depth == 0)
-		ans->is_object = true;
-	ans->depth++;
-	JSON_CB_RETURN;
-}
-
-static JSON_CB_TYPE
-AnswerNestEnd(void *state)
-{
-	KmsAnswer  *ans = (KmsAnswer *) state;
-
-	ans->depth--;
-	JSON_CB_RETURN;
-}
-
-static JSON_CB_TYPE
-AnswerArrayStart(void *state)
-{
-	KmsAnswer  *ans = (KmsAnswer *) state;
-
-	ans->depth++;
-	JSON_CB_RETURN;
-}
-
-static JSON_CB_TYPE
-AnswerFieldStart(void *state, char *fname, bool isnull)
-{
-	KmsAnswer  *ans = (KmsAnswer *) state;
-
-	if (ans->depth != 1)
-		JSON_CB_RETURN;
-	ans->field_is_string = false;
-	if (strcmp(fname, "kid") == 0)
-	{
-		if (ans->kid != NULL)
-			AnswerProblem(ans, "it has \"kid\" twice");
-		ans->field = KMS_FIELD_KID;
-	}
-	else if (strcmp(fname, "value") == 0)
-	{
-		if (ans->value != NULL)
-			AnswerProblem(ans, "it has \"value\" twice");
-		ans->field = KMS_FIELD_VALUE;
-	}
-	else
-		ans->field = KMS_FIELD_OTHER;
-	JSON_CB_RETURN;
-}
-
-static JSON_CB_TYPE
-AnswerFieldEnd(void *state, char *fname, bool isnull)
-{
-	KmsAnswer  *ans = (KmsAnswer *) state;
-
-	if (ans->depth != 1)
-		JSON_CB_RETURN;
-	if (ans->field == KMS_FIELD_KID && !ans->field_is_string)
-		AnswerProblem(ans, "its \"kid\" is not a string");
-	else if (ans->field == KMS_FIELD_VALUE && !ans->field_is_string)
-		AnswerProblem(ans, "its \"value\" is not a string");
-	ans->field = KMS_FIELD_OTHER;
-	JSON_CB_RETURN;
-}
-
-static JSON_CB_TYPE
-AnswerScalar(void *state, char *token, JsonTokenType tokentype)
-{
-	KmsAnswer  *ans = (KmsAnswer *) state;
-
-	if (ans->depth != 1 || ans->field == KMS_FIELD_OTHER ||
-		tokentype != JSON_TOKEN_STRING)
-		JSON_CB_RETURN;
-	ans->field_is_string = true;
-	if (ans->field == KMS_FIELD_KID && ans->kid == NULL)
-		ans->kid = token;
-	else if (ans->field == KMS_FIELD_VALUE && ans->value == NULL)
-		ans->value = token;
-	JSON_CB_RETURN;
-}
-
-/*
- * Parse the adapter's answer.  Fills *kid and, when want_value, *value
- * (decoded) and returns NULL, or returns the reason it is unacceptable.
+ * Parse the adapter's answer (kms_answer.c).  Fills *kid and, when
+ * want_value, *value (decoded) and returns NULL, or returns the reason it is
+ * unacceptable.
  */
 static char *
 ParseAnswer(KmsOperation op, char *answer, int answer_len, bool want_value,
 			char **kid, unsigned char **value, size_t *value_len)
 {
-	const char *opname = KmsOperationNames[op];
-	JsonLexContext *lex;
-	JsonSemAction sem;
-	KmsAnswer	ans;
-	JsonParseErrorType rc;
-	const char *problem;
-
-	if (answer_len == 0)
-		return psprintf("kms command printed no answer on %s", opname);
-	if (!pg_verify_mbstr(PG_UTF8, answer, answer_len, true))
-		return psprintf("kms command's answer on %s is not valid UTF-8", opname);
-	if ((problem = JsonPrescanProblem(answer, answer_len)) != NULL)
-		return psprintf("kms command's answer on %s is not acceptable JSON: %s",
-						opname, problem);
-
-	memset(&ans, 0, sizeof(ans));
-	memset(&sem, 0, sizeof(sem));
-	sem.semstate = &ans;
-	sem.object_start = AnswerObjectStart;
-	sem.object_end = AnswerNestEnd;
-	sem.array_start = AnswerArrayStart;
-	sem.array_end = AnswerNestEnd;
-	sem.object_field_start = AnswerFieldStart;
-	sem.object_field_end = AnswerFieldEnd;
-	sem.scalar = AnswerScalar;
-
-#if PG_VERSION_NUM >= 170000
-	lex = makeJsonLexContextCstringLen(NULL, answer, answer_len, PG_UTF8, true);
-#else
-	lex = makeJsonLexContextCstringLen(answer, answer_len, PG_UTF8, true);
-#endif
-	rc = pg_parse_json(lex, &sem);
-
-	/* No parser detail: it would quote the answer, which holds the value. */
-	if (rc != JSON_SUCCESS)
-		return psprintf("kms command's answer on %s is not valid JSON", opname);
-	if (!ans.is_object)
-		return psprintf("kms command's answer on %s is not a JSON object", opname);
-	if (ans.problem != NULL)
-		return psprintf("kms command's answer on %s is not acceptable: %s",
-						opname, ans.problem);
-	if (ans.kid == NULL)
-		return psprintf("kms command's answer on %s lacks \"kid\"", opname);
-	if (!KeyVersionIsValid(ans.kid))
-		return psprintf("kms command's answer on %s has a \"kid\" that is empty, longer than %d bytes or not printable ASCII",
-						opname, KMS_MAX_KID_LEN);
-	if (want_value)
-	{
-		if (ans.value == NULL)
-			return psprintf("kms command's answer on %s lacks \"value\"", opname);
-		if (!DecodeBase64Url(ans.value, value, value_len))
-			return psprintf("kms command's answer on %s has a \"value\" that is not base64url",
-							opname);
-		if (*value_len == 0)
-			return psprintf("kms command's answer on %s has an empty \"value\"", opname);
-	}
-	*kid = ans.kid;
-	return NULL;
+	return KmsParseAnswer(KmsOperationNames[op], answer, answer_len, want_value,
+						  kid, value, value_len);
 }
 
 /* Build the JSON request line for one operation. */

@@ -42,12 +42,15 @@
 #include "utils/memutils.h"
 
 #include "pg_atrest.h"
+#include "parse_core.h"
 #include "provider.h"
 
 #define GCM_IV_LEN			12
 #define GCM_TAG_LEN			16
 #define GCM_AAD				"pg_atrest database key"
 #define TOKEN_LABEL_LEN		32
+StaticAssertDecl(TOKEN_LABEL_LEN == PARSE_TOKEN_LABEL_LEN,
+				 "parse_core.c checks token labels against the same length");
 #define MAX_PIN_LEN			256
 
 /*
@@ -355,26 +358,16 @@ HexEncode(const unsigned char *p, size_t len)
 	return s;
 }
 
-/* Decode a non-empty, even-length hex string; false if it is not one. */
+/* Decode a non-empty, even-length hex string into palloc'd bytes; false if it is not one. */
 static bool
 HexDecode(const char *s, size_t slen, unsigned char **out, size_t *outlen)
 {
-	unsigned char *buf;
+	unsigned char *buf = palloc(slen / 2 + 1);
 
-	if (slen == 0 || slen % 2 != 0)
-		return false;
-	buf = palloc(slen / 2);
-	for (size_t i = 0; i < slen / 2; i++)
+	if (!ParseHexDecode(s, slen, buf))
 	{
-		int			hi = HexDigitValue(s[2 * i]);
-		int			lo = HexDigitValue(s[2 * i + 1]);
-
-		if (hi < 0 || lo < 0)
-		{
-			pfree(buf);
-			return false;
-		}
-		buf[i] = (unsigned char) (hi << 4 | lo);
+		pfree(buf);
+		return false;
 	}
 	*out = buf;
 	*outlen = slen / 2;
@@ -420,142 +413,70 @@ TokenLabelString(const CK_UTF8CHAR *label)
 }
 
 /*
- * Percent-decode one attribute value of a key URI into a palloc'd buffer
- * (NUL-terminated for convenience; *outlen excludes it).  Returns false with
- * a sentence in *detail if the value is malformed.
- */
-static bool
-PercentDecode(const char *name, const char *s, size_t slen,
-			  char **out, size_t *outlen, char **detail)
-{
-	char	   *buf = palloc(slen + 1);
-	size_t		n = 0;
-
-	for (size_t i = 0; i < slen; i++)
-	{
-		unsigned char c = (unsigned char) s[i];
-
-		if (c == '%')
-		{
-			int			hi = i + 2 < slen ? HexDigitValue(s[i + 1]) : -1;
-			int			lo = hi >= 0 ? HexDigitValue(s[i + 2]) : -1;
-
-			if (lo < 0)
-				return Fail(detail, "The value of attribute \"%s\" has a \"%%\" not followed by two hex digits.",
-							name);
-			buf[n++] = (char) (hi << 4 | lo);
-			i += 2;
-		}
-		else if (c <= ' ' || c == 0x7f || c == '?' || c == '#')
-			return Fail(detail, "The value of attribute \"%s\" contains a character that must be percent-encoded.",
-						name);
-		else
-			buf[n++] = (char) c;
-	}
-	buf[n] = '\0';
-	*out = buf;
-	*outlen = n;
-	return true;
-}
-
-/*
- * Parse a key URI.  Returns false with a full sentence in *detail if it is
- * malformed.  Messages name attributes but never quote values other than
- * labels, in case someone puts a PIN into the URI.
+ * Parse a key URI (parse_core.c does the decoding).  Returns false with a
+ * full sentence in *detail if it is malformed.  Messages name attributes but
+ * never quote values other than labels, in case someone puts a PIN into the
+ * URI.  The strings in *uri are palloc'd (one buffer).
  */
 static bool
 ParseUri(const char *key_uri, Pkcs11Uri *uri, char **detail)
 {
-	const char *p;
+	size_t		buflen = strlen(key_uri) + 1;
+	char	   *buf = palloc(buflen);
+	ParsedUri	parsed;
+	ParseUriStatus status = ParsePkcs11Uri(key_uri, buf, buflen, &parsed);
+	const char *name = parsed.attr;
 
 	memset(uri, 0, sizeof(*uri));
-	uri->kind = KEY_KIND_ANY;
-
-	if (pg_strncasecmp(key_uri, "pkcs11:", 7) != 0)
-		return Fail(detail, "A pkcs11 key URI starts with \"pkcs11:\".");
-	p = key_uri + 7;
-	if (strchr(p, '?') != NULL)
-		return Fail(detail, "Query attributes (after \"?\") are not accepted: the module comes from atrest.pkcs11_module and the PIN from atrest.pkcs11_pin_file.");
-	if (strchr(p, '#') != NULL)
-		return Fail(detail, "A pkcs11 key URI has no fragment (\"#\").");
-
-	for (;;)
+	switch (status)
 	{
-		const char *end = strchr(p, ';');
-		size_t		seglen = end ? (size_t) (end - p) : strlen(p);
-		const char *eq = memchr(p, '=', seglen);
-		char		name[33];
-		size_t		namelen;
-		char	   *value = NULL;
-		size_t		valuelen = 0;
-
-		if (seglen == 0)
+		case PARSE_URI_OK:
+			uri->token = unconstify(char *, parsed.token);
+			uri->object = unconstify(char *, parsed.object);
+			uri->id = unconstify(unsigned char *, parsed.id);
+			uri->idlen = parsed.idlen;
+			uri->kind = parsed.kind == PARSE_URI_KIND_AES ? KEY_KIND_AES :
+				parsed.kind == PARSE_URI_KIND_RSA ? KEY_KIND_RSA : KEY_KIND_ANY;
+			return true;
+		case PARSE_URI_NO_SCHEME:
+			return Fail(detail, "A pkcs11 key URI starts with \"pkcs11:\".");
+		case PARSE_URI_QUERY:
+			return Fail(detail, "Query attributes (after \"?\") are not accepted: the module comes from atrest.pkcs11_module and the PIN from atrest.pkcs11_pin_file.");
+		case PARSE_URI_FRAGMENT:
+			return Fail(detail, "A pkcs11 key URI has no fragment (\"#\").");
+		case PARSE_URI_EMPTY_ATTRIBUTE:
 			return Fail(detail, "The key URI has an empty attribute (a stray \";\").");
-		namelen = eq ? (size_t) (eq - p) : seglen;
-		if (namelen == 0 || namelen >= sizeof(name) ||
-			strspn(p, "abcdefghijklmnopqrstuvwxyz0123456789-_") < namelen)
+		case PARSE_URI_BAD_NAME:
 			return Fail(detail, "The key URI has a malformed attribute name.");
-		memcpy(name, p, namelen);
-		name[namelen] = '\0';
-		if (eq == NULL)
+		case PARSE_URI_NO_VALUE:
 			return Fail(detail, "Attribute \"%s\" has no value.", name);
-		if (!PercentDecode(name, eq + 1, seglen - namelen - 1,
-						   &value, &valuelen, detail))
-			return false;
-		if (valuelen == 0)
+		case PARSE_URI_BAD_ESCAPE:
+			return Fail(detail, "The value of attribute \"%s\" has a \"%%\" not followed by two hex digits.",
+						name);
+		case PARSE_URI_BAD_CHAR:
+			return Fail(detail, "The value of attribute \"%s\" contains a character that must be percent-encoded.",
+						name);
+		case PARSE_URI_EMPTY_VALUE:
 			return Fail(detail, "Attribute \"%s\" is empty.", name);
-
-		if (strcmp(name, "token") == 0 || strcmp(name, "object") == 0)
-		{
-			char	  **field = name[0] == 't' ? &uri->token : &uri->object;
-
-			if (*field != NULL)
-				return Fail(detail, "Attribute \"%s\" is given twice.", name);
-			if (strlen(value) != valuelen)
-				return Fail(detail, "The value of attribute \"%s\" contains a NUL byte.", name);
-			if (name[0] == 't' && valuelen > TOKEN_LABEL_LEN)
-				return Fail(detail, "A token label has at most %d bytes.", TOKEN_LABEL_LEN);
-			*field = value;
-		}
-		else if (strcmp(name, "id") == 0)
-		{
-			const char *raw = eq + 1;
-			size_t		rawlen = seglen - namelen - 1;
-
-			if (uri->id != NULL)
-				return Fail(detail, "Attribute \"id\" is given twice.");
-			if (memchr(raw, '%', rawlen) != NULL)
-			{
-				/* RFC 7512 style: the percent-decoded bytes are the id */
-				uri->id = (unsigned char *) value;
-				uri->idlen = valuelen;
-			}
-			else if (!HexDecode(value, valuelen, &uri->id, &uri->idlen))
-				return Fail(detail, "Attribute \"id\" must be the CKA_ID in hex (an even number of hex digits) or percent-encoded bytes.");
-		}
-		else if (strcmp(name, "type") == 0)
-		{
-			if (strcmp(value, "secret-key") == 0)
-				uri->kind = KEY_KIND_AES;
-			else if (strcmp(value, "private") == 0 || strcmp(value, "public") == 0)
-				uri->kind = KEY_KIND_RSA;
-			else
-				return Fail(detail, "Attribute \"type\" must be secret-key, private or public.");
-		}
-		else
+		case PARSE_URI_DUPLICATE:
+			return Fail(detail, "Attribute \"%s\" is given twice.", name);
+		case PARSE_URI_NUL_IN_LABEL:
+			return Fail(detail, "The value of attribute \"%s\" contains a NUL byte.", name);
+		case PARSE_URI_LABEL_TOO_LONG:
+			return Fail(detail, "A token label has at most %d bytes.", TOKEN_LABEL_LEN);
+		case PARSE_URI_BAD_ID:
+			return Fail(detail, "Attribute \"id\" must be the CKA_ID in hex (an even number of hex digits) or percent-encoded bytes.");
+		case PARSE_URI_BAD_TYPE:
+			return Fail(detail, "Attribute \"type\" must be secret-key, private or public.");
+		case PARSE_URI_UNKNOWN_ATTRIBUTE:
 			return Fail(detail, "Attribute \"%s\" is not supported: a key URI has token, object and optionally id and type.",
 						name);
-
-		if (end == NULL)
-			break;
-		p = end + 1;
+		case PARSE_URI_NO_TOKEN:
+			return Fail(detail, "The key URI must name the token (token=...).");
+		case PARSE_URI_NO_OBJECT:
+			return Fail(detail, "The key URI must name the key object (object=...).");
 	}
-
-	if (uri->token == NULL)
-		return Fail(detail, "The key URI must name the token (token=...).");
-	if (uri->object == NULL)
-		return Fail(detail, "The key URI must name the key object (object=...).");
-	return true;
+	return Fail(detail, "The key URI is malformed.");	/* keep compiler quiet */
 }
 
 /*

@@ -37,6 +37,7 @@
 #include <openssl/evp.h>
 
 #include "envelope_core.h"
+#include "fuzz_guard.h"
 
 /*
  * The server's limit on a raw length is MaxAllocSize - VARHDRSZ (about
@@ -47,8 +48,6 @@
 #define FUZZ_MAX_RAW		(16u * 1024 * 1024)
 #define SERVER_MAX_RAW		(0x3fffffffu - 4u)
 
-#define PAGE				4096u
-
 static const unsigned char test_key[32] = {
 	0x70, 0x67, 0x5f, 0x61, 0x74, 0x72, 0x65, 0x73, 0x74, 0x2d, 0x66, 0x75, 0x7a, 0x7a, 0x2d, 0x6b,
 	0x65, 0x79, 0x2d, 0x30, 0x31, 0x32, 0x33, 0x34, 0x35, 0x36, 0x37, 0x38, 0x39, 0x61, 0x62, 0x63
@@ -57,45 +56,6 @@ static EVP_CIPHER_CTX *enc_ctx;
 static EVP_CIPHER_CTX *dec_ctx;
 static EVP_CIPHER_CTX *kdf_ctx;
 static void *lz4_state;			/* EnvelopeLz4Compress's scratch state */
-
-/* ---------------------------------------------------------------------
- * Guarded buffers: the last byte of the buffer is the last byte before a
- * PROT_NONE page.
- * --------------------------------------------------------------------- */
-
-typedef struct Guarded
-{
-	unsigned char *base;
-	size_t		maplen;
-	unsigned char *p;
-} Guarded;
-
-static void
-GuardedAlloc(Guarded *g, size_t n)
-{
-	size_t		pages = (n + PAGE - 1) / PAGE + 1;
-
-	g->maplen = pages * PAGE;
-	g->base = mmap(NULL, g->maplen, PROT_READ | PROT_WRITE,
-				   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (g->base == MAP_FAILED)
-	{
-		perror("mmap");
-		abort();
-	}
-	if (mprotect(g->base + g->maplen - PAGE, PAGE, PROT_NONE) != 0)
-	{
-		perror("mprotect");
-		abort();
-	}
-	g->p = g->base + g->maplen - PAGE - n;
-}
-
-static void
-GuardedFree(Guarded *g)
-{
-	munmap(g->base, g->maplen);
-}
 
 static void
 Fail(const char *what)
