@@ -297,7 +297,8 @@ SELECT coalesce(current_setting('regress.big_value_mb', true), '100')::int AS bi
 CREATE TABLE hostile.big (what text, t atrest.encrypted_text, b atrest.encrypted_bytea,
                           j atrest.encrypted_jsonb, plain_md5 text, plain_len bigint);
 -- hash hex digits: a 1 MiB block of md5 hex, repeated (LZ4 finds no match more than
--- 64 KiB back; LZ4HC still finds short matches inside the block, so it is compressed)
+-- 64 KiB back, and its fast mode saves less than an eighth inside the block, so it is
+-- stored uncompressed)
 -- (the source is kept out of line uncompressed: pglz would spend longer on it than the test)
 CREATE TEMP TABLE big_src (s text);
 ALTER TABLE big_src ALTER s SET STORAGE EXTERNAL;

@@ -34,7 +34,7 @@
 #include "envelope.h"
 #include "secure_mem.h"
 
-/* Scratch state of the LZ4HC compressor, allocated on first use. */
+/* Scratch state of the LZ4 compressor, allocated on first use. */
 static void *lz4_state = NULL;
 
 const char *

@@ -189,8 +189,8 @@ extern size_t EnvelopeLz4StateSize(void);
 
 /*
  * Compress "len" bytes into "out" (room for EnvelopeLz4Bound(len) bytes) as
- * a compressed payload: the raw length prefix, then LZ4 data (LZ4HC at its
- * lowest level: plain LZ4 block format, any LZ4 decoder reads it).  "state"
+ * a compressed payload: the raw length prefix, then LZ4 data (LZ4's fast
+ * mode: plain LZ4 block format, any LZ4 decoder reads it).  "state"
  * is scratch space of EnvelopeLz4StateSize() bytes.  Returns the payload's
  * length, or 0 when compressing is not worth it (short input, or it saves
  * less than an eighth): then the caller seals the plain bytes.
