@@ -7,7 +7,7 @@ SELECT p.oid::regprocedure AS executable_by_public
   FROM pg_proc p
  WHERE p.pronamespace = 'atrest'::regnamespace
    AND has_function_privilege('public', p.oid, 'EXECUTE')
- ORDER BY 1::text COLLATE "C";
+ ORDER BY p.oid::regprocedure::text COLLATE "C";
 
 -- Functions and procedures atrest_service may execute beyond those.
 SELECT p.oid::regprocedure AS executable_by_atrest_service
@@ -15,7 +15,7 @@ SELECT p.oid::regprocedure AS executable_by_atrest_service
  WHERE p.pronamespace = 'atrest'::regnamespace
    AND has_function_privilege('atrest_service', p.oid, 'EXECUTE')
    AND NOT has_function_privilege('public', p.oid, 'EXECUTE')
- ORDER BY 1::text COLLATE "C";
+ ORDER BY p.oid::regprocedure::text COLLATE "C";
 
 -- Tables, views and sequences: nothing for either.
 SELECT c.oid::regclass AS granted_relation, g.who, g.priv
@@ -32,12 +32,12 @@ SELECT c.oid::regclass AS granted_relation, g.who, g.priv
         WHERE c.relkind = 'S'
           AND has_sequence_privilege(g0.who, c.oid, priv)) g
  WHERE c.relnamespace = 'atrest'::regnamespace
- ORDER BY 1::text, 2, 3;
+ ORDER BY c.oid::regclass::text COLLATE "C", 2, 3;
 
 -- The schema and the types: usable by everyone.
 SELECT has_schema_privilege('public', 'atrest', 'USAGE') AS schema_usage,
        has_schema_privilege('public', 'atrest', 'CREATE') AS schema_create;
 SELECT t.oid::regtype AS type, has_type_privilege('public', t.oid, 'USAGE') AS public_usage
   FROM pg_type t
- WHERE t.typnamespace = 'atrest'::regnamespace AND t.typtype = 'b'
- ORDER BY 1::text;
+ WHERE t.typnamespace = 'atrest'::regnamespace AND t.typtype = 'b' AND t.typcategory <> 'A'
+ ORDER BY t.oid::regtype::text COLLATE "C";

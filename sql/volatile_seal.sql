@@ -18,7 +18,7 @@ SELECT p.oid::regprocedure AS sealer, p.provolatile AS volatility, p.proparallel
  WHERE p.pronamespace = 'atrest'::regnamespace
    AND (p.proname IN ('encrypted_jsonb', 'encrypted_bytea', 'encrypted_text', '_reseal')
         OR p.proname ~ '^encrypted_(jsonb|bytea|text)_(in|recv)$')
- ORDER BY 1::text COLLATE "C";
+ ORDER BY p.oid::regprocedure::text COLLATE "C";
 
 -- one value, two references: one envelope
 SELECT pg_temp.raw(v) = pg_temp.raw(v) AS same_envelope
