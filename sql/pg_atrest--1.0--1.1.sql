@@ -42,7 +42,7 @@ BEGIN
            a.rolreplication, a.rolbypassrls, a.rolconnlimit, a.rolpassword, a.rolvaliduntil,
            EXISTS (SELECT 1 FROM pg_catalog.pg_db_role_setting s WHERE s.setrole = a.oid) AS has_settings,
            pg_catalog.shobj_description(a.oid, 'pg_authid') AS marker,
-           (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(g.rolname), ', ' ORDER BY g.rolname)
+           (SELECT pg_catalog.string_agg(pg_catalog.format('"%s"', g.rolname), ', ' ORDER BY g.rolname)
               FROM pg_catalog.pg_auth_members m JOIN pg_catalog.pg_authid g ON g.oid = m.roleid
              WHERE m.member = a.oid) AS member_of
       INTO r

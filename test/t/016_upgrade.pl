@@ -77,6 +77,15 @@ is( $node->safe_psql('old',
 	'a model sealed by 1.0|42',
 	'the stored model and analyze result read back');
 
+# The role 1.0 created is adopted (so 1.1 installs in other databases accept it), and
+# atrest.reencrypt is now a procedure.
+is( $node->safe_psql('old',
+		q{SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = 'atrest_service'}),
+	'pg_atrest application service role (created by CREATE EXTENSION pg_atrest)',
+	"the update marks 1.0's atrest_service as pg_atrest's");
+is($node->safe_psql('old', q{CALL atrest.reencrypt('docs', 'j')}),
+	'300', 'CALL atrest.reencrypt moves the 300 values sealed before the rotation');
+
 # Key operations after the update, and values sealed by the new version next to the old.
 $node->safe_psql(
 	'old', q{

@@ -144,7 +144,7 @@ like($err, qr/WARNING:  42804: .*alice\.retyped/s,
 	'a WARNING with SQLSTATE 42804 says why alice.retyped was not purged');
 is( $node->safe_psql(
 		'postgres', q{SELECT string_agg(DISTINCT by_user || '/' || restricted, ',') FROM alice.deleted_by}),
-	'alice/t', "alice.benign's trigger ran as alice, under SECURITY_RESTRICTED_OPERATION");
+	'alice/true', "alice.benign's trigger ran as alice, under SECURITY_RESTRICTED_OPERATION");
 is( $node->safe_psql(
 		'postgres', q{
 	SELECT (SELECT count(*) FROM alice.evts) || '/' || (SELECT count(*) FROM alice.benign)

@@ -99,7 +99,7 @@ is(err_of('db2', 'CREATE EXTENSION pg_atrest'), '', 'db2 installs next to it, wi
 is( $node->safe_psql('db1',
 		q{SELECT rolcanlogin || '/' || shobj_description(oid, 'pg_authid') FROM pg_roles
 		   WHERE rolname = 'atrest_service'}),
-	'f/pg_atrest application service role (created by CREATE EXTENSION pg_atrest)',
+	'false/pg_atrest application service role (created by CREATE EXTENSION pg_atrest)',
 	'the role is NOLOGIN and carries the marker');
 # the application's login role as a member is how it is meant to be used
 $node->safe_psql('postgres', 'CREATE ROLE app LOGIN IN ROLE atrest_service');
