@@ -41,3 +41,32 @@ SELECT t.oid::regtype AS type, has_type_privilege('public', t.oid, 'USAGE') AS p
   FROM pg_type t
  WHERE t.typnamespace = 'atrest'::regnamespace AND t.typtype = 'b' AND t.typcategory <> 'A'
  ORDER BY t.oid::regtype::text COLLATE "C";
+
+-- The helpers of atrest.reencrypt are PUBLIC's but do nothing for a role
+-- that could not run atrest.reencrypt itself: it needs EXECUTE on the
+-- procedure and SELECT and UPDATE on the column of the table it names, and
+-- the table it rewrites must be that table or one of its children.
+CREATE ROLE regress_priv_user;
+CREATE TABLE priv_t (id int, doc atrest.encrypted_text);
+CREATE TABLE priv_other (id int, doc atrest.encrypted_text);
+INSERT INTO priv_t VALUES (1, 'a');
+GRANT SELECT, UPDATE ON priv_t, priv_other TO regress_priv_user;
+SET ROLE regress_priv_user;
+SELECT atrest._reencrypt_targets('priv_t', 'doc');
+SELECT atrest._reencrypt_batch('priv_t', 'priv_t', 'doc', 10);
+SELECT atrest._reencrypt_pending('priv_t', 'priv_t', 'doc');
+RESET ROLE;
+GRANT EXECUTE ON PROCEDURE atrest.reencrypt TO regress_priv_user;
+REVOKE UPDATE ON priv_t FROM regress_priv_user;
+SET ROLE regress_priv_user;
+SELECT atrest._reencrypt_batch('priv_t', 'priv_t', 'doc', 10);
+RESET ROLE;
+GRANT UPDATE (doc) ON priv_t TO regress_priv_user;
+SET ROLE regress_priv_user;
+SELECT atrest._reencrypt_targets('priv_t', 'doc');
+SELECT atrest._reencrypt_batch('priv_t', 'priv_t', 'doc', 10);
+SELECT atrest._reencrypt_batch('priv_t', 'priv_other', 'doc', 10);
+RESET ROLE;
+REVOKE ALL ON PROCEDURE atrest.reencrypt FROM regress_priv_user;
+DROP TABLE priv_t, priv_other;
+DROP ROLE regress_priv_user;
