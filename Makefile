@@ -15,7 +15,10 @@ OBJS = \
 	src/provider_command.o \
 	src/parse_core.o \
 	src/kms_answer.o \
-	src/store.o
+	src/store.o \
+	src/owner.o \
+	src/retention.o \
+	src/reencrypt.o
 
 DATA = sql/pg_atrest--1.0.sql sql/pg_atrest--1.1.sql sql/pg_atrest--1.0--1.1.sql
 

@@ -27,19 +27,19 @@ SELECT * FROM atrest.rotate_data_key() WHERE key_class IN ('default', 'model', '
 SELECT atrest.rotate_data_key('nosuchclass');
 
 -- re-encryption moves every value to the active version, in batches
-SELECT atrest.reencrypt('docs', 'doc', 7);
+CALL atrest.reencrypt('docs', 'doc', 7);
 SELECT (atrest.envelope(doc)).key_version AS v, count(*) FROM docs GROUP BY 1;
-SELECT atrest.reencrypt('docs', 'doc');
-SELECT atrest.reencrypt('docs', 'note', 1000);
+CALL atrest.reencrypt('docs', 'doc');
+CALL atrest.reencrypt('docs', 'note', 1000);
 SELECT DISTINCT (atrest.envelope(note)).key_class, (atrest.envelope(note)).key_version FROM docs;
 SELECT count(*) FILTER (WHERE (doc ->> 'i')::int = id AND note = 'note ' || id) AS readable FROM docs;
 
 -- rows were updated in place, the table was not rewritten
 SELECT pg_relation_filenode('docs') = :docs_filenode AS same_filenode;
-SELECT atrest.reencrypt('docs', 'id');
-SELECT atrest.reencrypt('docs', 'nosuchcolumn');
-SELECT atrest.reencrypt('nosuchtable', 'doc');
-SELECT atrest.reencrypt('docs', 'doc', 0);
+CALL atrest.reencrypt('docs', 'id');
+CALL atrest.reencrypt('docs', 'nosuchcolumn');
+CALL atrest.reencrypt('nosuchtable', 'doc');
+CALL atrest.reencrypt('docs', 'doc', 0);
 
 -- a new database key re-wraps the data keys; values are untouched
 CREATE TEMP TABLE before_rotation AS SELECT database_key_id FROM atrest.key_status;
@@ -84,7 +84,7 @@ SELECT atrest.alter_key_class('mine', false);
 SELECT atrest.enable_cmk('pkcs11', 'pkcs11:token=t;object=o');
 SELECT atrest.disable_cmk();
 SELECT atrest.recheck_keys();
-SELECT atrest.reencrypt('regress_user_schema.mine', 'v');
+CALL atrest.reencrypt('regress_user_schema.mine', 'v');
 RESET ROLE;
 DROP SCHEMA regress_user_schema CASCADE;
 DROP ROLE atrest_regress_user;

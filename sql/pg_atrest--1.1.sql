@@ -6,6 +6,64 @@
 -- The schema "atrest" is created by CREATE EXTENSION (control file).  Roles
 -- need USAGE on it to name the types; the key tables and key functions below
 -- are never granted to PUBLIC.
+--
+-- If the schema existed before, CREATE EXTENSION uses it as it is; whoever
+-- may create or drop objects in it could then plant objects next to our
+-- SECURITY DEFINER functions.  Refuse a schema that a role without superuser
+-- owns, may create objects in, or has objects in.
+DO $$
+DECLARE
+    squatter name;
+BEGIN
+    SELECT r.rolname INTO squatter
+      FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r ON r.oid = n.nspowner
+     WHERE n.nspname = 'atrest' AND NOT r.rolsuper;
+    IF FOUND THEN
+        RAISE EXCEPTION 'schema "atrest" belongs to role "%", which is not a superuser', squatter
+            USING ERRCODE = '42501',
+                  DETAIL = 'pg_atrest installs SECURITY DEFINER functions into schema atrest; '
+                           'the owner of the schema could create and drop objects next to them.',
+                  HINT = 'Look at what the schema holds, then DROP SCHEMA atrest (or rename it, or '
+                         'give it to a superuser with ALTER SCHEMA atrest OWNER TO), and run '
+                         'CREATE EXTENSION pg_atrest again.';
+    END IF;
+    SELECT coalesce(r.rolname, 'public') INTO squatter
+      FROM pg_catalog.pg_namespace n
+           CROSS JOIN LATERAL pg_catalog.aclexplode(n.nspacl) a
+           LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+     WHERE n.nspname = 'atrest' AND a.privilege_type = 'CREATE'
+       AND NOT coalesce(r.rolsuper, false)
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'role "%" may create objects in schema "atrest"', squatter
+            USING ERRCODE = '42501',
+                  DETAIL = 'pg_atrest installs SECURITY DEFINER functions into schema atrest; '
+                           'only superusers may create objects in it.',
+                  HINT = format('Look at what the schema holds, then DROP SCHEMA atrest (or REVOKE CREATE '
+                                'ON SCHEMA atrest FROM %I), and run CREATE EXTENSION pg_atrest again.',
+                                squatter);
+    END IF;
+    SELECT r.rolname INTO squatter
+      FROM (SELECT c.relowner AS owner FROM pg_catalog.pg_class c
+             WHERE c.relnamespace = 'atrest'::regnamespace
+            UNION ALL
+            SELECT p.proowner FROM pg_catalog.pg_proc p
+             WHERE p.pronamespace = 'atrest'::regnamespace
+            UNION ALL
+            SELECT t.typowner FROM pg_catalog.pg_type t
+             WHERE t.typnamespace = 'atrest'::regnamespace) o
+      JOIN pg_catalog.pg_roles r ON r.oid = o.owner
+     WHERE NOT r.rolsuper
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'schema "atrest" holds objects of role "%", which is not a superuser', squatter
+            USING ERRCODE = '42501',
+                  HINT = 'Look at what the schema holds, then DROP SCHEMA atrest, and run '
+                         'CREATE EXTENSION pg_atrest again.';
+    END IF;
+END;
+$$;
+
 GRANT USAGE ON SCHEMA atrest TO PUBLIC;
 
 ------------------------------------------------------------------------------
@@ -97,6 +155,12 @@ INSERT INTO atrest.key_classes (id, name) VALUES (1, 'default'), (2, 'model'), (
 -- unwrapped per backend, and a parallel worker would have to ask the
 -- root-key provider (an HSM login, a KMS call) afresh for every query it
 -- serves.  Scans still run in parallel; values are opened in the leader.
+--
+-- The functions that seal (the casts from the plain types, the class
+-- coercions, _reseal) are VOLATILE: each call draws a fresh nonce, so the
+-- planner must neither duplicate nor merge calls.  The input and receive
+-- functions seal too but stay STABLE, as PostgreSQL wants of I/O functions;
+-- they are called once per input value.
 ------------------------------------------------------------------------------
 
 CREATE FUNCTION atrest.encrypted_typmod_in(cstring[]) RETURNS integer
@@ -183,18 +247,18 @@ CREATE FUNCTION atrest.decrypt(atrest.encrypted_text) RETURNS text
     AS 'MODULE_PATHNAME', 'encrypted_text_decrypt' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
 
 CREATE FUNCTION atrest.encrypted_jsonb(jsonb, integer, boolean) RETURNS atrest.encrypted_jsonb
-    AS 'MODULE_PATHNAME', 'encrypted_jsonb_from_plain' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+    AS 'MODULE_PATHNAME', 'encrypted_jsonb_from_plain' LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
 CREATE FUNCTION atrest.encrypted_bytea(bytea, integer, boolean) RETURNS atrest.encrypted_bytea
-    AS 'MODULE_PATHNAME', 'encrypted_bytea_from_plain' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+    AS 'MODULE_PATHNAME', 'encrypted_bytea_from_plain' LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
 CREATE FUNCTION atrest.encrypted_text(text, integer, boolean) RETURNS atrest.encrypted_text
-    AS 'MODULE_PATHNAME', 'encrypted_text_from_plain' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+    AS 'MODULE_PATHNAME', 'encrypted_text_from_plain' LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
 
 CREATE FUNCTION atrest.encrypted_jsonb(atrest.encrypted_jsonb, integer, boolean) RETURNS atrest.encrypted_jsonb
-    AS 'MODULE_PATHNAME', 'encrypted_jsonb_coerce' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+    AS 'MODULE_PATHNAME', 'encrypted_jsonb_coerce' LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
 CREATE FUNCTION atrest.encrypted_bytea(atrest.encrypted_bytea, integer, boolean) RETURNS atrest.encrypted_bytea
-    AS 'MODULE_PATHNAME', 'encrypted_bytea_coerce' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+    AS 'MODULE_PATHNAME', 'encrypted_bytea_coerce' LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
 CREATE FUNCTION atrest.encrypted_text(atrest.encrypted_text, integer, boolean) RETURNS atrest.encrypted_text
-    AS 'MODULE_PATHNAME', 'encrypted_text_coerce' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+    AS 'MODULE_PATHNAME', 'encrypted_text_coerce' LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
 
 CREATE CAST (atrest.encrypted_jsonb AS jsonb) WITH FUNCTION atrest.decrypt(atrest.encrypted_jsonb) AS IMPLICIT;
 CREATE CAST (atrest.encrypted_bytea AS bytea) WITH FUNCTION atrest.decrypt(atrest.encrypted_bytea) AS IMPLICIT;
@@ -230,11 +294,11 @@ CREATE FUNCTION atrest.envelope(v atrest.encrypted_text,
 
 -- helpers of atrest.reencrypt
 CREATE FUNCTION atrest._reseal(atrest.encrypted_jsonb, integer) RETURNS atrest.encrypted_jsonb
-    AS 'MODULE_PATHNAME', 'encrypted_jsonb_reseal' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+    AS 'MODULE_PATHNAME', 'encrypted_jsonb_reseal' LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
 CREATE FUNCTION atrest._reseal(atrest.encrypted_bytea, integer) RETURNS atrest.encrypted_bytea
-    AS 'MODULE_PATHNAME', 'encrypted_bytea_reseal' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+    AS 'MODULE_PATHNAME', 'encrypted_bytea_reseal' LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
 CREATE FUNCTION atrest._reseal(atrest.encrypted_text, integer) RETURNS atrest.encrypted_text
-    AS 'MODULE_PATHNAME', 'encrypted_text_reseal' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+    AS 'MODULE_PATHNAME', 'encrypted_text_reseal' LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
 CREATE FUNCTION atrest._needs_reseal(atrest.encrypted_jsonb, integer) RETURNS boolean
     AS 'MODULE_PATHNAME', 'encrypted_jsonb_needs_reseal' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
 CREATE FUNCTION atrest._needs_reseal(atrest.encrypted_bytea, integer) RETURNS boolean
@@ -300,46 +364,71 @@ CREATE FUNCTION atrest._active_key_version(class_id integer) RETURNS integer
     AS 'MODULE_PATHNAME', 'atrest_active_key_version' LANGUAGE C STABLE STRICT;
 
 -- atrest.reencrypt: move a column's values to its class's active data key,
--- in batches of row updates (no table lock beyond ROW EXCLUSIVE).
-CREATE FUNCTION atrest.reencrypt(rel regclass, col name, batch_size integer DEFAULT 1000)
-RETURNS bigint
+-- in batches of row updates (no table lock beyond ROW EXCLUSIVE), one
+-- transaction per batch.  A partitioned table or an inheritance parent is
+-- walked table by table, each through ONLY.  Each batch runs as the table's
+-- owner under SECURITY_RESTRICTED_OPERATION and skips rows other
+-- transactions have locked (src/reencrypt.c); the procedure comes back to
+-- them, waiting up to lock_wait for their locks to go, and then stops with a
+-- WARNING.  Transaction control rules out a SET clause here, hence the
+-- schema-qualified body.
+CREATE FUNCTION atrest._reencrypt_targets(rel regclass, col name) RETURNS regclass[]
+    AS 'MODULE_PATHNAME', 'atrest_reencrypt_targets' LANGUAGE C STRICT;
+CREATE FUNCTION atrest._reencrypt_batch(root regclass, part regclass, col name, batch_size integer)
+    RETURNS bigint
+    AS 'MODULE_PATHNAME', 'atrest_reencrypt_batch' LANGUAGE C STRICT;
+CREATE FUNCTION atrest._reencrypt_pending(root regclass, part regclass, col name) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'atrest_reencrypt_pending' LANGUAGE C STRICT;
+
+CREATE PROCEDURE atrest.reencrypt(rel regclass, col name, batch_size integer DEFAULT 1000,
+                                  lock_wait interval DEFAULT '1 minute',
+                                  INOUT rows_rewritten bigint DEFAULT NULL)
 LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    typ      oid;
-    typmod   integer;
-    class_id integer;
-    total    bigint := 0;
+    targets  regclass[];
+    part     regclass;
     n        bigint;
+    deadline timestamptz;
 BEGIN
+    IF rel IS NULL OR col IS NULL THEN
+        RAISE EXCEPTION 'rel and col must not be null' USING ERRCODE = '22004';
+    END IF;
     IF batch_size IS NULL OR batch_size < 1 THEN
         RAISE EXCEPTION 'batch_size must be at least 1' USING ERRCODE = '22023';
     END IF;
-    SELECT a.atttypid, a.atttypmod INTO typ, typmod
-      FROM pg_attribute a
-     WHERE a.attrelid = rel AND a.attname = col AND a.attnum > 0 AND NOT a.attisdropped;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'column "%" of relation % does not exist', col, rel
-            USING ERRCODE = '42703';
+    IF lock_wait IS NULL OR lock_wait OPERATOR(pg_catalog.<) interval '0' THEN
+        RAISE EXCEPTION 'lock_wait must not be negative' USING ERRCODE = '22023';
     END IF;
-    IF typ NOT IN ('atrest.encrypted_jsonb'::regtype, 'atrest.encrypted_bytea'::regtype,
-                   'atrest.encrypted_text'::regtype) THEN
-        RAISE EXCEPTION 'column "%" of relation % is not of an encrypted type', col, rel
-            USING ERRCODE = '42804';
-    END IF;
-    class_id := CASE WHEN typmod < 0 THEN 1 ELSE typmod END;
-    LOOP
-        EXECUTE format(
-            'UPDATE %s SET %I = atrest._reseal(%I, $1) WHERE ctid = ANY (ARRAY('
-            'SELECT ctid FROM %s WHERE %I IS NOT NULL AND atrest._needs_reseal(%I, $1) LIMIT $2))',
-            rel, col, col, rel, col, col)
-        USING class_id, batch_size;
-        GET DIAGNOSTICS n = ROW_COUNT;
-        EXIT WHEN n = 0;
-        total := total + n;
+    rows_rewritten := 0;
+    targets := atrest._reencrypt_targets(rel, col);
+    COMMIT;
+    FOREACH part IN ARRAY targets LOOP
+        deadline := NULL;
+        LOOP
+            n := atrest._reencrypt_batch(rel, part, col, batch_size);
+            COMMIT;
+            rows_rewritten := rows_rewritten OPERATOR(pg_catalog.+) n;
+            IF n OPERATOR(pg_catalog.>) 0 THEN
+                deadline := NULL;
+            END IF;
+            CONTINUE WHEN n OPERATOR(pg_catalog.>=) batch_size;
+            -- Fewer than a batch: done, unless rows were skipped because
+            -- another transaction had them locked.
+            EXIT WHEN NOT atrest._reencrypt_pending(rel, part, col);
+            IF deadline IS NULL THEN
+                deadline := pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) lock_wait;
+            ELSIF pg_catalog.clock_timestamp() OPERATOR(pg_catalog.>=) deadline THEN
+                RAISE WARNING 'some rows of % were locked by other transactions for longer than % and were not re-encrypted',
+                    part, lock_wait
+                    USING ERRCODE = '55P03',
+                          HINT = 'Run atrest.reencrypt again once those transactions have ended.';
+                EXIT;
+            END IF;
+            COMMIT;
+            PERFORM pg_catalog.pg_sleep(0.2);
+        END LOOP;
     END LOOP;
-    RETURN total;
 END;
 $$;
 
@@ -355,9 +444,9 @@ REVOKE ALL ON FUNCTION
     atrest.recheck_keys(),
     atrest.provider_selftest(text, text),
     atrest._session_key_state(),
-    atrest._service_key_source(),
-    atrest.reencrypt(regclass, name, integer)
+    atrest._service_key_source()
 FROM PUBLIC;
+REVOKE ALL ON PROCEDURE atrest.reencrypt(regclass, name, integer, interval, bigint) FROM PUBLIC;
 
 ------------------------------------------------------------------------------
 -- Status.
@@ -417,15 +506,70 @@ SELECT pg_catalog.setval(pg_catalog.pg_get_serial_sequence('atrest.key_events', 
 
 -- The application service's role.  Roles are shared by all databases of the
 -- cluster, so another database may have created it already, maybe at this
--- very moment.
+-- very moment.  A role of that name that pg_atrest did not create would
+-- silently receive the store's grants (and outlive DROP EXTENSION, as roles
+-- do), so it is refused: ours is NOLOGIN with no other attribute, a member of
+-- no role, and carries the comment below (atrest._check_service_role).
+CREATE FUNCTION atrest._check_service_role() RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r      record;
+    reason text;
+BEGIN
+    SELECT a.oid, a.rolsuper, a.rolinherit, a.rolcreaterole, a.rolcreatedb, a.rolcanlogin,
+           a.rolreplication, a.rolbypassrls, a.rolconnlimit, a.rolpassword, a.rolvaliduntil,
+           EXISTS (SELECT 1 FROM pg_catalog.pg_db_role_setting s WHERE s.setrole = a.oid) AS has_settings,
+           pg_catalog.shobj_description(a.oid, 'pg_authid') AS marker,
+           (SELECT pg_catalog.string_agg(pg_catalog.format('"%s"', g.rolname), ', ' ORDER BY g.rolname)
+              FROM pg_catalog.pg_auth_members m JOIN pg_catalog.pg_authid g ON g.oid = m.roleid
+             WHERE m.member = a.oid) AS member_of
+      INTO r
+      FROM pg_catalog.pg_authid a
+     WHERE a.rolname = 'atrest_service';
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    reason := CASE
+        WHEN r.rolsuper OR r.rolcreaterole OR r.rolcreatedb OR r.rolreplication OR r.rolbypassrls
+            THEN 'It has attributes (SUPERUSER, CREATEROLE, CREATEDB, REPLICATION or BYPASSRLS) that pg_atrest never gives it.'
+        WHEN r.rolcanlogin OR r.rolpassword IS NOT NULL OR r.rolvaliduntil IS NOT NULL
+            THEN 'It may log in, or has a password, which pg_atrest never gives it.'
+        WHEN NOT r.rolinherit OR r.rolconnlimit <> -1 OR r.has_settings
+            THEN 'Its attributes or settings differ from those pg_atrest gives it.'
+        WHEN r.member_of IS NOT NULL
+            THEN format('It is a member of role %s; pg_atrest never makes it a member of any role.',
+                        r.member_of)
+        WHEN r.marker IS DISTINCT FROM 'pg_atrest application service role (created by CREATE EXTENSION pg_atrest)'
+            THEN 'It was not created by pg_atrest (it lacks the comment pg_atrest gives the role it creates).'
+        END;
+    IF reason IS NOT NULL THEN
+        RAISE EXCEPTION 'role "atrest_service" already exists and is not pg_atrest''s'
+            USING ERRCODE = '42710',
+                  DETAIL = reason,
+                  HINT = 'Find out who made it and what it is for.  If it is not needed, DROP ROLE '
+                         'atrest_service and run the command again.  If it is a role created by '
+                         'pg_atrest 1.0 in another database, run ALTER EXTENSION pg_atrest UPDATE '
+                         'there first.';
+    END IF;
+END;
+$$;
+
 DO $$
 BEGIN
+    PERFORM atrest._check_service_role();
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'atrest_service') THEN
-        CREATE ROLE atrest_service NOLOGIN;
+        BEGIN
+            CREATE ROLE atrest_service NOLOGIN;
+            COMMENT ON ROLE atrest_service IS
+                'pg_atrest application service role (created by CREATE EXTENSION pg_atrest)';
+        EXCEPTION
+            WHEN duplicate_object OR unique_violation THEN
+                -- another database created it at this very moment: check theirs
+                PERFORM atrest._check_service_role();
+        END;
     END IF;
-EXCEPTION
-    WHEN duplicate_object OR unique_violation THEN
-        NULL;
 END;
 $$;
 
@@ -676,6 +820,8 @@ CREATE TABLE atrest.retention_policies (
 SELECT pg_catalog.pg_extension_config_dump('atrest.retention_policies', 'WHERE NOT builtin');
 
 -- One row per policy per purge run; kept for 7 days (a built-in policy).
+-- A policy whose purge failed (its table's triggers or policies raised an
+-- error, its column is no longer a timestamp...) has the reason in "error".
 CREATE TABLE atrest.purge_runs (
     id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     rel          regclass NOT NULL,
@@ -683,7 +829,9 @@ CREATE TABLE atrest.purge_runs (
     finished_at  timestamptz NOT NULL,
     rows_deleted bigint NOT NULL,
     batches      integer NOT NULL,
-    via          text NOT NULL CHECK (via IN ('function', 'job'))
+    via          text NOT NULL CHECK (via IN ('function', 'job')),
+    -- NULL, or why this policy's purge stopped: "SQLSTATE: message"
+    error        text
 );
 CREATE INDEX purge_runs_finished_at ON atrest.purge_runs (finished_at);
 CREATE INDEX purge_runs_rel ON atrest.purge_runs (rel, id);
@@ -782,74 +930,52 @@ BEGIN
 END;
 $$;
 
--- The policies to purge now, after forgetting those of dropped tables.  A
--- policy whose column was dropped, renamed or retyped since is skipped with
--- a warning.
+-- The policies to purge now, after forgetting those of dropped tables.  The
+-- purge checks each policy's table and column again as it deletes
+-- (atrest._purge_batch), and reports a policy it cannot purge.
 CREATE FUNCTION atrest._purgeable_policies()
 RETURNS SETOF atrest.retention_policies
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    p atrest.retention_policies;
 BEGIN
     DELETE FROM atrest.retention_policies rp
      WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = rp.rel);
-    FOR p IN SELECT * FROM atrest.retention_policies rp ORDER BY rp.builtin DESC, rp.rel::oid LOOP
-        IF EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
-                    WHERE a.attrelid = p.rel AND a.attname = p.time_column
-                      AND a.attnum > 0 AND NOT a.attisdropped
-                      AND a.atttypid IN ('timestamptz'::regtype, 'timestamp'::regtype)) THEN
-            RETURN NEXT p;
-        ELSE
-            RAISE WARNING 'skipping the retention policy of %: it has no timestamp column "%"',
-                p.rel, p.time_column;
-        END IF;
-    END LOOP;
+    RETURN QUERY SELECT * FROM atrest.retention_policies rp ORDER BY rp.builtin DESC, rp.rel::oid;
 END;
 $$;
 
 -- Delete one batch of at most batch_size rows of rel whose time_column is
 -- before cutoff, oldest first, through the column's index; rows that another
--- transaction has locked are left for the next run.  Returns the count.
--- The planner settings keep it on the index even when most of the table has
--- expired (a sequential scan and sort would read every expired row for each
--- batch); without an index it still runs, by a sequential scan.
+-- transaction has locked are left for the next run.  Returns the count.  It
+-- runs as the table's owner under SECURITY_RESTRICTED_OPERATION (as VACUUM
+-- does), and checks the column's type again first (src/retention.c).
 CREATE FUNCTION atrest._purge_batch(rel regclass, time_column name, cutoff timestamptz,
                                     batch_size integer)
 RETURNS bigint
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-SET enable_seqscan = off
-SET enable_bitmapscan = off
-SET enable_sort = off
-AS $$
-DECLARE
-    n bigint;
-BEGIN
-    EXECUTE format(
-        'DELETE FROM ONLY %1$s WHERE ctid = ANY (ARRAY('
-        'SELECT ctid FROM ONLY %1$s WHERE %2$I < $1 ORDER BY %2$I LIMIT $2 FOR UPDATE SKIP LOCKED))',
-        rel, time_column)
-    USING cutoff, batch_size;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    RETURN n;
-END;
-$$;
+AS 'MODULE_PATHNAME', 'atrest_purge_batch' LANGUAGE C STRICT;
+
+-- How many rows of rel have expired, counted as the table's owner; NULL when
+-- the table or its timestamp column is gone (src/retention.c).
+CREATE FUNCTION atrest._expired_rows(rel regclass, time_column name, cutoff timestamptz)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'atrest_expired_rows' LANGUAGE C STRICT;
 
 CREATE FUNCTION atrest._record_purge_run(rel regclass, started_at timestamptz, rows_deleted bigint,
-                                         batches integer, via text)
+                                         batches integer, via text, error text)
 RETURNS void
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
-    INSERT INTO atrest.purge_runs (rel, started_at, finished_at, rows_deleted, batches, via)
-    VALUES ($1, $2, pg_catalog.clock_timestamp(), $3, $4, $5);
+    INSERT INTO atrest.purge_runs (rel, started_at, finished_at, rows_deleted, batches, via, error)
+    VALUES ($1, $2, pg_catalog.clock_timestamp(), $3, $4, $5, $6);
 $$;
 
 -- Delete the expired rows of every policy, in batches of batch_size rows, and
 -- return how many.  All batches run in the caller's transaction; as a job,
--- CALL atrest.purge_expired_job() commits after each batch instead.
+-- CALL atrest.purge_expired_job() commits after each batch instead.  A
+-- policy whose purge fails is reported by a WARNING with the error's
+-- SQLSTATE and recorded in atrest.purge_runs; the others go on.
 CREATE FUNCTION atrest.purge_expired(batch_size integer DEFAULT 10000) RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -861,6 +987,8 @@ DECLARE
     n       bigint;
     batches integer;
     total   bigint := 0;
+    state   text;
+    msg     text;
 BEGIN
     IF batch_size IS NULL OR batch_size < 1 THEN
         RAISE EXCEPTION 'batch_size must be at least 1' USING ERRCODE = '22023';
@@ -869,13 +997,24 @@ BEGIN
         started := pg_catalog.clock_timestamp();
         n := 0;
         batches := 0;
-        LOOP
-            got := atrest._purge_batch(p.rel, p.time_column, started - p.ttl, batch_size);
-            n := n + got;
-            batches := batches + 1;
-            EXIT WHEN got < batch_size;
-        END LOOP;
-        PERFORM atrest._record_purge_run(p.rel, started, n, batches, 'function');
+        state := NULL;
+        BEGIN
+            LOOP
+                got := atrest._purge_batch(p.rel, p.time_column, started - p.ttl, batch_size);
+                n := n + got;
+                batches := batches + 1;
+                EXIT WHEN got < batch_size;
+            END LOOP;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+            -- this policy's batches were rolled back with the error
+            n := 0;
+            RAISE WARNING 'the retention policy of % was not purged: %', p.rel, msg
+                USING ERRCODE = state,
+                      HINT = 'The other policies are purged; this one is recorded in atrest.purge_runs.';
+        END;
+        PERFORM atrest._record_purge_run(p.rel, started, n, batches, 'function',
+                                         state || ': ' || msg);
         total := total + n;
     END LOOP;
     RETURN total;
@@ -884,7 +1023,8 @@ $$;
 
 -- The purge as run by the pg_cron job: one transaction per batch, so no
 -- row lock is held longer than one batch.  Transaction control rules out a
--- SET clause here, hence the schema-qualified body.
+-- SET clause here, hence the schema-qualified body.  A policy whose batch
+-- fails is reported and recorded as by atrest.purge_expired.
 CREATE PROCEDURE atrest.purge_expired_job(batch_size integer DEFAULT 10000)
 LANGUAGE plpgsql
 AS $$
@@ -895,6 +1035,8 @@ DECLARE
     got      bigint;
     n        bigint;
     batches  integer;
+    state    text;
+    msg      text;
 BEGIN
     IF batch_size IS NULL OR batch_size < 1 THEN
         RAISE EXCEPTION 'batch_size must be at least 1' USING ERRCODE = '22023';
@@ -905,14 +1047,23 @@ BEGIN
         started := pg_catalog.clock_timestamp();
         n := 0;
         batches := 0;
+        state := NULL;
         LOOP
-            got := atrest._purge_batch(p.rel, p.time_column, started - p.ttl, batch_size);
+            BEGIN
+                got := atrest._purge_batch(p.rel, p.time_column, started - p.ttl, batch_size);
+            EXCEPTION WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+                RAISE WARNING 'the retention policy of % was not purged: %', p.rel, msg
+                    USING ERRCODE = state,
+                          HINT = 'The other policies are purged; this one is recorded in atrest.purge_runs.';
+                EXIT;
+            END;
             COMMIT;
             n := n + got;
             batches := batches + 1;
             EXIT WHEN got < batch_size;
         END LOOP;
-        PERFORM atrest._record_purge_run(p.rel, started, n, batches, 'job');
+        PERFORM atrest._record_purge_run(p.rel, started, n, batches, 'job', state || ': ' || msg);
         COMMIT;
     END LOOP;
 END;
@@ -1062,7 +1213,8 @@ $$;
 -- Retention status.  cron_job_scheduled is NULL where pg_cron's tables are
 -- not in this database (look in pg_cron's database).  SECURITY DEFINER, so
 -- that a monitoring role needs only SELECT on the view and EXECUTE on this
--- function, not rights on every table under a policy; it only counts rows.
+-- function, not rights on every table under a policy; it only counts rows,
+-- and does so as each table's owner (atrest._expired_rows).
 ------------------------------------------------------------------------------
 
 CREATE FUNCTION atrest._retention_status()
@@ -1076,15 +1228,14 @@ DECLARE
     p       record;
     jobname text := atrest._cron_job_name('atrest-purge', pg_catalog.current_database());
     has_job boolean;
+    state   text;
+    msg     text;
 BEGIN
     IF pg_catalog.to_regclass('cron.job') IS NOT NULL THEN
         EXECUTE 'SELECT EXISTS (SELECT 1 FROM cron.job j WHERE j.jobname = $1 AND j.active)'
             INTO has_job USING jobname;
     END IF;
-    FOR p IN SELECT rp.rel, rp.time_column, rp.ttl, rp.builtin,
-                    EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
-                             WHERE a.attrelid = rp.rel AND a.attname = rp.time_column
-                               AND a.attnum > 0 AND NOT a.attisdropped) AS column_ok
+    FOR p IN SELECT rp.rel, rp.time_column, rp.ttl, rp.builtin
                FROM atrest.retention_policies rp
               WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = rp.rel)
               ORDER BY rp.builtin DESC, rp.rel::oid LOOP
@@ -1092,11 +1243,16 @@ BEGIN
         time_column := p.time_column;
         ttl := p.ttl;
         builtin := p.builtin;
-        expired_rows := NULL;
-        IF p.column_ok THEN
-            EXECUTE format('SELECT count(*) FROM ONLY %s WHERE %I < $1', p.rel, p.time_column)
-                INTO expired_rows USING pg_catalog.clock_timestamp() - p.ttl;
-        END IF;
+        -- counted as the table's owner (src/retention.c); NULL when its
+        -- column is gone or no longer a timestamp
+        BEGIN
+            expired_rows := atrest._expired_rows(p.rel, p.time_column,
+                                                 pg_catalog.clock_timestamp() - p.ttl);
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+            RAISE WARNING 'cannot count the expired rows of %: %', p.rel, msg USING ERRCODE = state;
+            expired_rows := NULL;
+        END;
         cron_job := jobname;
         cron_job_scheduled := has_job;
         SELECT r.finished_at, r.rows_deleted, r.via
@@ -1141,7 +1297,8 @@ REVOKE ALL ON FUNCTION
     atrest.remove_retention_policy(regclass),
     atrest._purgeable_policies(),
     atrest._purge_batch(regclass, name, timestamptz, integer),
-    atrest._record_purge_run(regclass, timestamptz, bigint, integer, text),
+    atrest._expired_rows(regclass, name, timestamptz),
+    atrest._record_purge_run(regclass, timestamptz, bigint, integer, text, text),
     atrest.purge_expired(integer),
     atrest._cron_job_name(text, name),
     atrest._require_pg_cron(text),
@@ -1179,3 +1336,71 @@ BEGIN
     END IF;
 END;
 $$;
+
+------------------------------------------------------------------------------
+-- Privileges of everything above: nothing in the schema is PUBLIC's unless
+-- granted here.  Keep this section last, so that a function added anywhere
+-- above is covered (sql/privileges.sql lists what PUBLIC and atrest_service
+-- may execute).
+--
+-- PUBLIC: the types' I/O and typmod functions, the casts, envelope(), and what
+-- atrest.reencrypt runs as the table's owner (_reseal, _needs_reseal) or as
+-- its caller (_reencrypt_*, which check that the caller may execute
+-- atrest.reencrypt and may SELECT and UPDATE the column).
+------------------------------------------------------------------------------
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA atrest FROM PUBLIC;
+REVOKE ALL ON ALL PROCEDURES IN SCHEMA atrest FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA atrest FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA atrest FROM PUBLIC;
+
+GRANT EXECUTE ON FUNCTION
+    atrest.encrypted_typmod_in(cstring[]),
+    atrest.encrypted_typmod_out(integer),
+    atrest.encrypted_jsonb_in(cstring, oid, integer),
+    atrest.encrypted_jsonb_out(atrest.encrypted_jsonb),
+    atrest.encrypted_jsonb_recv(internal, oid, integer),
+    atrest.encrypted_jsonb_send(atrest.encrypted_jsonb),
+    atrest.encrypted_bytea_in(cstring, oid, integer),
+    atrest.encrypted_bytea_out(atrest.encrypted_bytea),
+    atrest.encrypted_bytea_recv(internal, oid, integer),
+    atrest.encrypted_bytea_send(atrest.encrypted_bytea),
+    atrest.encrypted_text_in(cstring, oid, integer),
+    atrest.encrypted_text_out(atrest.encrypted_text),
+    atrest.encrypted_text_recv(internal, oid, integer),
+    atrest.encrypted_text_send(atrest.encrypted_text),
+    atrest.decrypt(atrest.encrypted_jsonb),
+    atrest.decrypt(atrest.encrypted_bytea),
+    atrest.decrypt(atrest.encrypted_text),
+    atrest.encrypted_jsonb(jsonb, integer, boolean),
+    atrest.encrypted_bytea(bytea, integer, boolean),
+    atrest.encrypted_text(text, integer, boolean),
+    atrest.encrypted_jsonb(atrest.encrypted_jsonb, integer, boolean),
+    atrest.encrypted_bytea(atrest.encrypted_bytea, integer, boolean),
+    atrest.encrypted_text(atrest.encrypted_text, integer, boolean),
+    atrest.envelope(atrest.encrypted_jsonb),
+    atrest.envelope(atrest.encrypted_bytea),
+    atrest.envelope(atrest.encrypted_text),
+    atrest._reseal(atrest.encrypted_jsonb, integer),
+    atrest._reseal(atrest.encrypted_bytea, integer),
+    atrest._reseal(atrest.encrypted_text, integer),
+    atrest._needs_reseal(atrest.encrypted_jsonb, integer),
+    atrest._needs_reseal(atrest.encrypted_bytea, integer),
+    atrest._needs_reseal(atrest.encrypted_text, integer),
+    atrest._reencrypt_targets(regclass, name),
+    atrest._reencrypt_batch(regclass, regclass, name, integer),
+    atrest._reencrypt_pending(regclass, regclass, name)
+TO PUBLIC;
+
+-- atrest_service: the store's functions (granted above, listed again so this
+-- section says all there is).
+GRANT EXECUTE ON FUNCTION
+    atrest.create_model(text, text, jsonb, bytea),
+    atrest.get_model(text),
+    atrest.delete_model(text),
+    atrest.begin_analyze(text),
+    atrest.complete_analyze(uuid, jsonb),
+    atrest.fail_analyze(uuid, jsonb),
+    atrest.get_analyze_result(text, uuid),
+    atrest.delete_analyze_result(text, uuid)
+TO atrest_service;

@@ -133,6 +133,7 @@ SELECT rel, expired_rows, last_purge_rows, last_purge_via FROM atrest.retention_
 --
 ALTER TABLE app_audit DROP COLUMN logged_at;
 SELECT atrest.purge_expired();
+SELECT rel, rows_deleted, error FROM atrest.purge_runs WHERE error IS NOT NULL ORDER BY id;
 SELECT rel, expired_rows FROM atrest.retention_status WHERE rel = 'app_audit'::regclass;
 DROP TABLE app_audit;
 SELECT atrest.purge_expired();

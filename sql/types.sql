@@ -60,7 +60,7 @@ SELECT id, how,
 SELECT id, doc, blob, note FROM paths ORDER BY id;
 
 -- reencrypt moves the copied value to the column's class
-SELECT atrest.reencrypt('paths', 'note');
+CALL atrest.reencrypt('paths', 'note');
 SELECT DISTINCT (atrest.envelope(note)).key_class FROM paths;
 
 -- COPY FROM, binary format (and COPY TO binary): plaintext in the plain

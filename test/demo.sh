@@ -254,7 +254,7 @@ ORDER BY d.id;"
 	ok "'R-88120' does not occur in the WAL"
 	say "atrest.reencrypt rewrites a column's values under the current key version (for example" \
 		"before retiring an old version) and returns how many rows it rewrote:"
-	sql "SELECT atrest.reencrypt('doc_results', 'result') AS rows_rewritten;"
+	sql "CALL atrest.reencrypt('doc_results', 'result');"
 	sql "SELECT d.id, e.key_version FROM doc_results d, atrest.envelope(d.result) AS e ORDER BY d.id;"
 	versions=$(sql_value "SELECT count(DISTINCT e.key_version) FROM doc_results d, atrest.envelope(d.result) e")
 	[ "$versions" = 1 ] || fail "expected one key version after reencrypt, found $versions"

@@ -470,7 +470,7 @@ is( $node->safe_psql(
 		'postgres', q{
 	SELECT count(*) FROM nomod n, wp_plain p WHERE n.t::text = p.t}),
 	'3', 'no modifier: every value reads back identical');
-$node->safe_psql('postgres', q{SELECT atrest.reencrypt('nomod', 't')});
+$node->safe_psql('postgres', q{CALL atrest.reencrypt('nomod', 't')});
 is( $node->safe_psql(
 		'postgres', q{
 	SELECT string_agg(DISTINCT (atrest.envelope(t)).key_class, ',') FROM nomod}),

@@ -164,7 +164,7 @@ read_fails('SELECT t FROM ct WHERE id = 1', 'encrypted_text',
 	'value naming a key version that does not exist');
 read_fails(q{COPY (SELECT j FROM c) TO STDOUT (FORMAT binary)}, 'encrypted_jsonb',
 	qr/authentication tag/, 'binary COPY of the table');
-read_fails(q{SELECT atrest.reencrypt('c', 'j')}, 'encrypted_jsonb',
+read_fails(q{CALL atrest.reencrypt('c', 'j')}, 'encrypted_jsonb',
 	qr/authentication tag/, 'atrest.reencrypt over the corrupted values');
 
 # The header of a value whose ciphertext was altered is still readable.

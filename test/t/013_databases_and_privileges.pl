@@ -197,7 +197,7 @@ my @denied = (
 	'SELECT atrest.rewrap()',
 	'SELECT atrest.recheck_keys()',
 	q{SELECT atrest.create_key_class('mine')},
-	q{SELECT atrest.reencrypt('alice.notes', 'doc')},
+	q{CALL atrest.reencrypt('alice.notes', 'doc')},
 	q{SELECT atrest.provider_selftest('pkcs11', 'pkcs11:token=a;object=b')},
 	'SELECT atrest._bootstrap()',
 	'SELECT * FROM atrest._session_key_state()',

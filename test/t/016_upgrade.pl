@@ -98,6 +98,14 @@ is( $node->safe_psql('old',
 	't|f', 'the grant on create_key_class is carried over; alter_key_class is not granted');
 is($node->safe_psql('old', q{SELECT (atrest.envelope(j)).format FROM docs WHERE id = 301}),
 	'xaes-256-gcm', 'envelope() reports the format after the update');
+# The role 1.0 created is adopted (so 1.1 installs in other databases accept it), and
+# atrest.reencrypt is now a procedure.
+is( $node->safe_psql('old',
+		q{SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = 'atrest_service'}),
+	'pg_atrest application service role (created by CREATE EXTENSION pg_atrest)',
+	"the update marks 1.0's atrest_service as pg_atrest's");
+is($node->safe_psql('old', q{CALL atrest.reencrypt('docs', 'j')}),
+	'300', 'CALL atrest.reencrypt moves the 300 values sealed before the rotation');
 
 # Key operations after the update, and values sealed by the new version next to the old.
 $node->safe_psql(
