@@ -13,6 +13,7 @@ OBJS = \
 	src/provider_service.o \
 	src/provider_pkcs11.o \
 	src/provider_command.o \
+	src/subprocess.o \
 	src/store.o
 
 DATA = sql/pg_atrest--1.0.sql sql/pg_atrest--1.1.sql sql/pg_atrest--1.0--1.1.sql
