@@ -61,6 +61,8 @@ our @EXPORT = qw(
   srcdir
   kms_adapter
   psql_error
+  processes_matching
+  log_since
 );
 
 =pod
@@ -355,6 +357,44 @@ sub psql_error
 	my $rc = $node->psql($dbname // 'postgres', "\\set VERBOSITY verbose\n$sql",
 		stdout => \$stdout, stderr => \$stderr);
 	return $rc == 0 ? '' : $stderr;
+}
+
+=pod
+
+=item processes_matching(regex)
+
+The live processes (zombies left out) whose command line matches regex, as
+"pid command-line" strings: for checking that no helper program outlived its call.
+
+=cut
+
+sub processes_matching
+{
+	my ($re) = @_;
+	my ($ps) = run_command([ 'ps', '-eo', 'pid=,stat=,args=' ]);
+	my @found;
+	foreach my $line (split /\n/, $ps)
+	{
+		my ($pid, $stat, $args) = $line =~ /^\s*(\d+)\s+(\S+)\s+(.*)$/ or next;
+		next if $stat =~ /^Z/ || $pid == $$;
+		push @found, "$pid $args" if $args =~ $re;
+	}
+	return @found;
+}
+
+=pod
+
+=item log_since(node, offset)
+
+What the node's server log gained since byte offset (take it with -s $node->logfile
+before the statement).
+
+=cut
+
+sub log_since
+{
+	my ($node, $offset) = @_;
+	return PostgreSQL::Test::Utils::slurp_file($node->logfile, $offset);
 }
 
 =pod
