@@ -86,8 +86,10 @@ my $other_unwrap = $other->query_safe(
 # --- errors before any change: nothing changes -------------------------------------
 my $root0 = $node->safe_psql('postgres', $root_row);
 like(fails("SELECT atrest.enable_cmk('pkcs11', 'pkcs11:token=atrest;object=nosuch')"),
-	qr/AT001.*customer-managed key "pkcs11:token=atrest;object=nosuch" of provider "pkcs11" is unavailable/s,
-	'a key the HSM does not hold: AT001 naming provider and key');
+	qr/AT001.*customer-managed key of provider "pkcs11" is unavailable/s,
+	'a key the HSM does not hold: AT001 naming the provider');
+ok($node->log_contains('Key "pkcs11:token=atrest;object=nosuch": the provider reported: no '),
+	'the server log names the key and gives the provider\'s reason');
 like(fails("SELECT atrest.enable_cmk('pkcs11', 'garbage')"),
 	qr/22023/, 'a malformed key URI: 22023');
 like(fails("SELECT atrest.enable_cmk('nosuch', 'x')"),
@@ -160,9 +162,12 @@ while (time - $start < $ttl + 10)
 my $elapsed = time - $start;
 ok($failed, 'reads fail with AT001 after the HSM object is deleted');
 ok($elapsed <= $ttl + 1.5, sprintf('within the TTL (%.1f s, TTL %d s)', $elapsed, $ttl));
-like($reader->{stderr}, qr/customer-managed key "\Q$aes\E" of provider "pkcs11" is unavailable/,
-	'the error names the provider and the key');
-like($reader->{stderr}, qr/DETAIL:/, 'the provider reason is in the detail');
+like($reader->{stderr}, qr/customer-managed key of provider "pkcs11" is unavailable/,
+	'the error names the provider');
+like($reader->{stderr}, qr/DETAIL:  The key and the provider's reason are in the server log\./,
+	'the detail points to the server log');
+ok($node->log_contains(qr/Key "\Q$aes\E": the provider reported: /),
+	'the server log names the key and gives the provider\'s reason');
 $reader->{stderr} = '';
 $reader->query(q{INSERT INTO docs VALUES (1000, '{}', '\x00', 'x')});
 like($reader->{stderr}, qr/AT001/, 'writes fail too');

@@ -120,7 +120,7 @@ while (time - $start < $ttl + 10)
 {
 	$reader->{stderr} = '';
 	$reader->query($readable);
-	if ($reader->{stderr} =~ /customer-managed key "kms:openssl\/cmk1" of provider "command" is unavailable/)
+	if ($reader->{stderr} =~ /customer-managed key of provider "command" is unavailable/)
 	{
 		$failed = 1;
 		last;
