@@ -858,8 +858,13 @@ atrest_bootstrap(PG_FUNCTION_ARGS)
 
 		RandomUuid(id);
 		RandomKey(dbk);
-		/* the database's first key: the only time a service key may be generated */
-		(void) ServiceKeyGet(false, true);
+		/*
+		 * A missing generated service key may be generated only for the
+		 * database's first key: with keys already there, a new one would
+		 * open none of them.
+		 */
+		SpiExec("SELECT 1 FROM atrest.database_keys LIMIT 1", 0, NULL, NULL, NULL, SPI_OK_SELECT);
+		(void) ServiceKeyGet(false, SPI_processed == 0);
 		values[0] = UUIDPGetDatum(id);
 		values[1] = PointerGetDatum(ServiceWrap(dbk, id));
 		SpiExec("INSERT INTO atrest.database_keys (id, active, protector, wrapped) "

@@ -61,6 +61,7 @@ our @EXPORT = qw(
   srcdir
   kms_adapter
   psql_error
+  psql_error_with_log
   processes_matching
   log_since
 );
@@ -395,6 +396,24 @@ sub log_since
 {
 	my ($node, $offset) = @_;
 	return PostgreSQL::Test::Utils::slurp_file($node->logfile, $offset);
+}
+
+=pod
+
+=item psql_error_with_log(node, sql [, dbname])
+
+Like psql_error, followed by what the server log gained meanwhile: key-provider errors
+give the client a generic detail and the provider's reason (paths, labels) to the server
+log only, so a check of that reason looks at both.
+
+=cut
+
+sub psql_error_with_log
+{
+	my ($node, $sql, $dbname) = @_;
+	my $offset = -s $node->logfile;
+	my $err = psql_error($node, $sql, $dbname);
+	return $err eq '' ? '' : $err . "\n--- server log ---\n" . log_since($node, $offset);
 }
 
 =pod

@@ -99,12 +99,12 @@ PostgreSQL::Test::Utils::append_to_file("$hsm/wrong-pin", "9999\n");
 chmod 0600, "$hsm/wrong-pin";
 $node->safe_psql('postgres',
 	"ALTER SYSTEM SET atrest.pkcs11_pin_file = '$hsm/wrong-pin'; SELECT pg_reload_conf()");
-like(fails("SELECT atrest.enable_cmk('pkcs11', '$aes')"),
-	qr/AT001.*CKR_PIN_INCORRECT/s, 'a wrong PIN: AT001 with the HSM reason');
+like(AtrestTest::psql_error_with_log($node, "SELECT atrest.enable_cmk('pkcs11', '$aes')"),
+	qr/AT001.*CKR_PIN_INCORRECT/s, 'a wrong PIN: AT001, the HSM reason in the server log');
 $node->safe_psql('postgres',
 	"ALTER SYSTEM SET atrest.pkcs11_module = '/nonexistent/libnope.so'; SELECT pg_reload_conf()");
-like(fails("SELECT atrest.enable_cmk('pkcs11', '$aes')"),
-	qr/AT001.*nonexistent/s, 'a missing module: AT001 naming the module');
+like(AtrestTest::psql_error_with_log($node, "SELECT atrest.enable_cmk('pkcs11', '$aes')"),
+	qr/AT001.*nonexistent/s, 'a missing module: AT001, the module named in the server log');
 $node->safe_psql('postgres',
 	"ALTER SYSTEM RESET atrest.pkcs11_module; ALTER SYSTEM RESET atrest.pkcs11_pin_file; SELECT pg_reload_conf()");
 is($node->safe_psql('postgres', $root_row), $root0, 'failed calls changed nothing');

@@ -39,6 +39,8 @@ is(scalar @tmp, 0, 'nor a temporary one left behind');
 # Key functions refuse the same way instead of wrapping under a new key.
 like(psql_error($node, q{SELECT atrest.rotate_database_key()}), qr/AT001: service key file .* is missing/,
 	'rotate_database_key refuses too');
+like(psql_error($node, q{SELECT atrest._bootstrap()}), qr/AT001: service key file .* is missing/,
+	'so does the first-key function when the database already has keys');
 ok(!-e $keyfile, 'still no new service key file');
 
 # Put it back: everything reads again, without a restart.
