@@ -66,6 +66,7 @@ like($err, qr/ERROR:\s+AT001: service key is unavailable/, 'the statement fails 
 like($err, qr/DETAIL:\s+atrest\.service_key_command did not finish within 2 s/,
 	'the detail says the command ran out of time');
 unlike($err, qr/\Q$dir\E/, 'the error names no path');
+note(sprintf('the statement failed after %.1f s (limit 2 s)', $elapsed));
 cmp_ok($elapsed, '<', 60, 'it fails soon after the 2 s limit (under 60 s)');
 ok(no_command_left(), 'the command and the process it started in the background were killed');
 
@@ -93,6 +94,7 @@ while (time - $t0 < 60)
 }
 $elapsed = time - $t0;
 ok($cancelled, 'the waiting statement is cancelled');
+note(sprintf('the cancel took effect after %.1f s', $elapsed));
 cmp_ok($elapsed, '<', 30, 'promptly (under 30 s; the command would have slept an hour)');
 ok(no_command_left(), 'the command and everything it started are gone after the cancel');
 
