@@ -25,9 +25,9 @@
  * failures) until the file changes, not even after reset().  Failures are
  * returned as reasons naming the PKCS#11 call and its return value, never
  * raised as errors; reasons may name paths and labels, so the key ring
- * sends them to the server log only.  A return value saying that the session or a handle went
- * stale drops the session, and an operation that failed so on a reused
- * session is retried once on a new one.
+ * sends them to the server log only.  A return value saying that the
+ * session or a handle went stale drops the session, and an operation that
+ * failed so on a reused session is retried once on a new one.
  */
 #include "postgres.h"
 
