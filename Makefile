@@ -13,6 +13,7 @@ OBJS = \
 	src/provider_service.o \
 	src/provider_pkcs11.o \
 	src/provider_command.o \
+	src/subprocess.o \
 	src/parse_core.o \
 	src/kms_answer.o \
 	src/store.o \

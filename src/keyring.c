@@ -422,16 +422,22 @@ RememberError(const char *msg)
 	last_error = strdup(msg);
 }
 
-/* Raise the documented AT001 error for a provider failure. */
+/*
+ * Raise the documented AT001 error for a provider failure.  Whoever reads an
+ * encrypted column may trigger it, so the client learns only which provider
+ * failed: the key URI (token and object labels, vault names) and the
+ * provider's reason (paths of the module and PIN file, dlerror text, the
+ * tokens present) go to the server log, and to key_status for superusers.
+ */
 static void
 ProviderFailed(const char *provider, const char *key_uri, const char *reason)
 {
 	RememberError(psprintf("%s: %s: %s", provider, key_uri, reason));
 	ereport(ERROR,
 			(errcode(ERRCODE_ATREST_KEY_UNAVAILABLE),
-			 errmsg("customer-managed key \"%s\" of provider \"%s\" is unavailable",
-					key_uri, provider),
-			 errdetail("The provider reported: %s.", reason),
+			 errmsg("customer-managed key of provider \"%s\" is unavailable", provider),
+			 errdetail("The key and the provider's reason are in the server log."),
+			 errdetail_log("Key \"%s\": the provider reported: %s.", key_uri, reason),
 			 errhint("Restore access to the key; pg_atrest resumes on its own within atrest.key_cache_ttl seconds, or at once after atrest.recheck_keys().")));
 }
 
@@ -445,7 +451,7 @@ ServiceWrap(const unsigned char *dbk, const pg_uuid_t *id)
 	unsigned char aad[64];
 	size_t		aadlen = DbkAad(id, aad);
 
-	return WrapKey(ServiceKeyGet(false), dbk, aad, aadlen);
+	return WrapKey(ServiceKeyGet(false, false), dbk, aad, aadlen);
 }
 
 /* Reload the service key, remembering a failure for key_status. */
@@ -456,7 +462,7 @@ ServiceKeyReload(void)
 
 	PG_TRY();
 	{
-		svc = ServiceKeyGet(true);
+		svc = ServiceKeyGet(true, false);
 	}
 	PG_CATCH();
 	{
@@ -893,6 +899,13 @@ atrest_bootstrap(PG_FUNCTION_ARGS)
 
 		RandomUuid(id);
 		RandomKey(dbk);
+		/*
+		 * A missing generated service key may be generated only for the
+		 * database's first key: with keys already there, a new one would
+		 * open none of them.
+		 */
+		SpiExec("SELECT 1 FROM atrest.database_keys LIMIT 1", 0, NULL, NULL, NULL, SPI_OK_SELECT);
+		(void) ServiceKeyGet(false, SPI_processed == 0);
 		values[0] = UUIDPGetDatum(id);
 		values[1] = PointerGetDatum(ServiceWrap(dbk, id));
 		SpiExec("INSERT INTO atrest.database_keys (id, active, protector, wrapped) "

@@ -28,7 +28,7 @@ extern int32 KeyClassLookup(const char *name, bool missing_ok);
 extern char *KeyClassNameLookup(int32 class_id);
 
 /* the service key (provider_service.c) */
-extern const unsigned char *ServiceKeyGet(bool reload);
+extern const unsigned char *ServiceKeyGet(bool reload, bool may_generate);
 extern void ServiceKeyDrop(void);
 extern char *ServiceKeySource(void);
 

@@ -63,6 +63,14 @@ extern const AtrestProvider *ProviderLookup(const char *name);
 /* GUC check hook: empty or an absolute path (for module and program settings). */
 extern bool CheckAbsolutePathSetting(char **newval, void **extra, GucSource source);
 
+/*
+ * Why a file holding a secret (the service key, a PKCS#11 PIN) must not be
+ * used, given its fstat, or NULL if it may: PostgreSQL's rule for
+ * ssl_key_file.  The text names no path.
+ */
+struct stat;
+extern const char *SecretFilePermissionProblem(const struct stat *st);
+
 /* Settings owned by the providers, defined in their files. */
 extern void Pkcs11ProviderInit(void);
 extern void CommandProviderInit(void);

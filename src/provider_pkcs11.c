@@ -18,14 +18,16 @@
  * calls, until reset() or a change of atrest.pkcs11_module.  Object handles
  * are never kept across calls: every call finds its objects anew, so that a
  * key deleted (revoked) or re-imported in the HSM is noticed at once.  The
- * user PIN is read from atrest.pkcs11_pin_file into a stack buffer just
+ * user PIN is read from atrest.pkcs11_pin_file (refused unless its owner
+ * and mode pass SecretFilePermissionProblem) into a stack buffer just
  * before C_Login and wiped right after; after CKR_PIN_INCORRECT the backend
  * does not try the same PIN file again (HSMs lock a PIN after a few
  * failures) until the file changes, not even after reset().  Failures are
  * returned as reasons naming the PKCS#11 call and its return value, never
- * raised as errors.  A return value saying that the session or a handle went
- * stale drops the session, and an operation that failed so on a reused
- * session is retried once on a new one.
+ * raised as errors; reasons may name paths and labels, so the key ring
+ * sends them to the server log only.  A return value saying that the
+ * session or a handle went stale drops the session, and an operation that
+ * failed so on a reused session is retried once on a new one.
  */
 #include "postgres.h"
 
@@ -490,6 +492,7 @@ ReadPin(char *pin, size_t *pinlen, struct stat *st, char **reason)
 	int			fd;
 	size_t		total = 0;
 	int			save_errno;
+	const char *problem;
 
 	if (Pkcs11PinFile == NULL || Pkcs11PinFile[0] == '\0')
 		return Fail(reason, "atrest.pkcs11_pin_file is not set; set it to the path of a file holding the token's user PIN");
@@ -507,6 +510,12 @@ ReadPin(char *pin, size_t *pinlen, struct stat *st, char **reason)
 		close(fd);
 		return Fail(reason, "could not stat PIN file \"%s\": %s",
 					Pkcs11PinFile, strerror(save_errno));
+	}
+	if ((problem = SecretFilePermissionProblem(st)) != NULL)
+	{
+		close(fd);
+		return Fail(reason, "PIN file \"%s\" cannot be used: %s",
+					Pkcs11PinFile, problem);
 	}
 	while (total < MAX_PIN_LEN + 1)
 	{

@@ -64,6 +64,9 @@ our @EXPORT = qw(
   counting_kms_adapter
   provider_calls
   psql_error
+  psql_error_with_log
+  processes_matching
+  log_since
 );
 
 =pod
@@ -407,6 +410,62 @@ sub psql_error
 	my $rc = $node->psql($dbname // 'postgres', "\\set VERBOSITY verbose\n$sql",
 		stdout => \$stdout, stderr => \$stderr);
 	return $rc == 0 ? '' : $stderr;
+}
+
+=pod
+
+=item processes_matching(regex)
+
+The live processes (zombies left out) whose command line matches regex, as
+"pid command-line" strings: for checking that no helper program outlived its call.
+
+=cut
+
+sub processes_matching
+{
+	my ($re) = @_;
+	my ($ps) = run_command([ 'ps', '-eo', 'pid=,stat=,args=' ]);
+	my @found;
+	foreach my $line (split /\n/, $ps)
+	{
+		my ($pid, $stat, $args) = $line =~ /^\s*(\d+)\s+(\S+)\s+(.*)$/ or next;
+		next if $stat =~ /^Z/ || $pid == $$;
+		push @found, "$pid $args" if $args =~ $re;
+	}
+	return @found;
+}
+
+=pod
+
+=item log_since(node, offset)
+
+What the node's server log gained since byte offset (take it with -s $node->logfile
+before the statement).
+
+=cut
+
+sub log_since
+{
+	my ($node, $offset) = @_;
+	return PostgreSQL::Test::Utils::slurp_file($node->logfile, $offset);
+}
+
+=pod
+
+=item psql_error_with_log(node, sql [, dbname])
+
+Like psql_error, followed by what the server log gained meanwhile: key-provider errors
+give the client a generic detail and the provider's reason (paths, labels) to the server
+log only, so a check of that reason looks at both.
+
+=cut
+
+sub psql_error_with_log
+{
+	my ($node, $sql, $dbname) = @_;
+	my $offset = -s $node->logfile;
+	my $err = psql_error($node, $sql, $dbname);
+	return $err eq '' ? '' : $err . "\n--- server log ---\n" . log_since($node, $offset);
 }
 
 =pod

@@ -86,8 +86,10 @@ my $other_unwrap = $other->query_safe(
 # --- errors before any change: nothing changes -------------------------------------
 my $root0 = $node->safe_psql('postgres', $root_row);
 like(fails("SELECT atrest.enable_cmk('pkcs11', 'pkcs11:token=atrest;object=nosuch')"),
-	qr/AT001.*customer-managed key "pkcs11:token=atrest;object=nosuch" of provider "pkcs11" is unavailable/s,
-	'a key the HSM does not hold: AT001 naming provider and key');
+	qr/AT001.*customer-managed key of provider "pkcs11" is unavailable/s,
+	'a key the HSM does not hold: AT001 naming the provider');
+ok($node->log_contains('Key "pkcs11:token=atrest;object=nosuch": the provider reported: no '),
+	'the server log names the key and gives the provider\'s reason');
 like(fails("SELECT atrest.enable_cmk('pkcs11', 'garbage')"),
 	qr/22023/, 'a malformed key URI: 22023');
 like(fails("SELECT atrest.enable_cmk('nosuch', 'x')"),
@@ -97,12 +99,12 @@ PostgreSQL::Test::Utils::append_to_file("$hsm/wrong-pin", "9999\n");
 chmod 0600, "$hsm/wrong-pin";
 $node->safe_psql('postgres',
 	"ALTER SYSTEM SET atrest.pkcs11_pin_file = '$hsm/wrong-pin'; SELECT pg_reload_conf()");
-like(fails("SELECT atrest.enable_cmk('pkcs11', '$aes')"),
-	qr/AT001.*CKR_PIN_INCORRECT/s, 'a wrong PIN: AT001 with the HSM reason');
+like(AtrestTest::psql_error_with_log($node, "SELECT atrest.enable_cmk('pkcs11', '$aes')"),
+	qr/AT001.*CKR_PIN_INCORRECT/s, 'a wrong PIN: AT001, the HSM reason in the server log');
 $node->safe_psql('postgres',
 	"ALTER SYSTEM SET atrest.pkcs11_module = '/nonexistent/libnope.so'; SELECT pg_reload_conf()");
-like(fails("SELECT atrest.enable_cmk('pkcs11', '$aes')"),
-	qr/AT001.*nonexistent/s, 'a missing module: AT001 naming the module');
+like(AtrestTest::psql_error_with_log($node, "SELECT atrest.enable_cmk('pkcs11', '$aes')"),
+	qr/AT001.*nonexistent/s, 'a missing module: AT001, the module named in the server log');
 $node->safe_psql('postgres',
 	"ALTER SYSTEM RESET atrest.pkcs11_module; ALTER SYSTEM RESET atrest.pkcs11_pin_file; SELECT pg_reload_conf()");
 is($node->safe_psql('postgres', $root_row), $root0, 'failed calls changed nothing');
@@ -157,9 +159,12 @@ $reader->{stderr} = '';
 my $out = $reader->query('SELECT count(*) FROM docs WHERE doc IS NOT NULL AND length(doc::text) > 0');
 ok($reader->{stderr} =~ /AT001/,
 	"the first read once the TTL ($ttl s) has passed since the HSM object was deleted fails with AT001");
-like($reader->{stderr}, qr/customer-managed key "\Q$aes\E" of provider "pkcs11" is unavailable/,
-	'the error names the provider and the key');
-like($reader->{stderr}, qr/DETAIL:/, 'the provider reason is in the detail');
+like($reader->{stderr}, qr/customer-managed key of provider "pkcs11" is unavailable/,
+	'the error names the provider');
+like($reader->{stderr}, qr/DETAIL:  The key and the provider's reason are in the server log\./,
+	'the detail points to the server log');
+ok($node->log_contains(qr/Key "\Q$aes\E": the provider reported: /),
+	'the server log names the key and gives the provider\'s reason');
 $reader->{stderr} = '';
 $reader->query(q{INSERT INTO docs VALUES (1000, '{}', '\x00', 'x')});
 like($reader->{stderr}, qr/AT001/, 'writes fail too');

@@ -190,8 +190,10 @@ is(sqlstate($no_cmk, 'SELECT count(*) FROM docs WHERE doc IS NOT NULL AND doc::j
 	'AT001', 'where the CMK is not accessible, reading the backup fails with AT001');
 my ($out, $err);
 $no_cmk->psql('postgres', 'SELECT note::text FROM docs WHERE id = 1', stdout => \$out, stderr => \$err);
-like($err, qr/customer-managed key "\Q$cmk\E" of provider "command" is unavailable/,
-	'the error names the key and the provider');
+like($err, qr/customer-managed key of provider "command" is unavailable/,
+	'the error names the provider');
+ok($no_cmk->log_contains(qr/Key "\Q$cmk\E": the provider reported: /),
+	'the server log names the key');
 is($no_cmk->safe_psql('postgres', 'SELECT count(*) FROM shadow'), $rows,
 	'plain columns of the restored copy stay readable');
 $no_cmk->stop;
