@@ -47,8 +47,10 @@ CREATE TABLE atrest.data_keys (
     version         integer NOT NULL CHECK (version > 0),
     database_key_id uuid NOT NULL REFERENCES atrest.database_keys (id),
     created_at      timestamptz NOT NULL DEFAULT now(),
-    wrapped         bytea NOT NULL,
-    PRIMARY KEY (class_id, version)
+    wrapped         bytea,          -- NULL once retired (atrest.retire_data_key)
+    retired_at      timestamptz,
+    PRIMARY KEY (class_id, version),
+    CONSTRAINT data_keys_retired CHECK ((wrapped IS NULL) = (retired_at IS NOT NULL))
 );
 
 CREATE TABLE atrest.key_events (
@@ -346,6 +348,38 @@ REVOKE ALL ON FUNCTION
     atrest._session_key_state(),
     atrest._service_key_source(),
     atrest.reencrypt(regclass, name, integer)
+FROM PUBLIC;
+
+------------------------------------------------------------------------------
+-- Cutting old keys off (src/keyring.c, src/keyscrub.c).  Every key change
+-- that supersedes a wrapped key starts a background worker at commit that
+-- rewrites the key tables (VACUUM FULL), so the old wrapped keys leave their
+-- files; scrub_key_tables() starts one by hand.  rekey() makes a new
+-- database key and new data-key versions; once atrest.reencrypt() has moved
+-- the values, retire_data_key() destroys an old version.
+------------------------------------------------------------------------------
+
+CREATE FUNCTION atrest.scrub_key_tables() RETURNS boolean
+    AS 'MODULE_PATHNAME', 'atrest_scrub_key_tables' LANGUAGE C
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION atrest.rekey(key_class text DEFAULT NULL)
+    RETURNS TABLE (key_class text, key_version integer)
+    LANGUAGE sql
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT atrest.rotate_database_key();
+    SELECT r.key_class, r.key_version FROM atrest.rotate_data_key($1) r;
+$$;
+
+CREATE FUNCTION atrest.retire_data_key(key_class text, key_version integer) RETURNS void
+    AS 'MODULE_PATHNAME', 'atrest_retire_data_key' LANGUAGE C STRICT
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+REVOKE ALL ON FUNCTION
+    atrest.scrub_key_tables(),
+    atrest.rekey(text),
+    atrest.retire_data_key(text, integer)
 FROM PUBLIC;
 
 ------------------------------------------------------------------------------

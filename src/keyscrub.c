@@ -1,0 +1,389 @@
+/*
+ * keyscrub.c
+ *		Rewriting the key tables after a key change, so that superseded
+ *		wrapped keys leave their files.
+ *
+ * A key change (enable_cmk, disable_cmk, rewrap, rotate_database_key,
+ * retire_data_key) UPDATEs rows of atrest.database_keys and atrest.data_keys.
+ * The previous row versions keep the superseded wrapped keys (the database
+ * key under the service key alone, data keys under a database key that no
+ * longer exists) in the heap pages, and pruning or VACUUM only mark them
+ * unused: their bytes stay in the page's free space.  So after every change
+ * that supersedes a wrapped key, a background worker rewrites both tables
+ * with VACUUM FULL: the new files are written from zeroed pages holding only
+ * the live rows, and the old files are truncated when the rewrite commits
+ * (and unlinked at the next checkpoint).  The rewrite is WAL-logged, so
+ * standbys replay it and drop their old files too.
+ *
+ * Invariants: the worker is registered from the committing backend's
+ * XACT_EVENT_COMMIT callback (or by atrest.scrub_key_tables()), never in the
+ * postmaster and without shared_preload_libraries.  Before rewriting it waits
+ * until the removable horizon has passed every transaction id the change
+ * could have used ("limit", read at commit): until then VACUUM FULL would
+ * have to copy the old row versions, which an older snapshot may still read.
+ * It never waits in the lock queue (SKIP_LOCKED; it tries again a second
+ * later), so readers of the key tables are blocked only for the rewrite of a
+ * few rows.  It holds no key material.
+ */
+#include "postgres.h"
+
+#include "access/transam.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_class.h"
+#include "commands/vacuum.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_node.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/procarray.h"
+#include "tcop/tcopprot.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
+#include "access/table.h"
+
+#include "keyscrub.h"
+#include "pg_atrest.h"
+
+#define SCRUB_POLL_MS			500		/* horizon checks while waiting */
+#define SCRUB_RETRY_MS			1000	/* after a table was locked */
+#define SCRUB_MAX_ATTEMPTS		600		/* about ten minutes of retries */
+
+/* What the registering backend hands the worker (bgw_extra). */
+typedef struct KeyScrubArgs
+{
+	Oid			roleid;
+	TransactionId limit;		/* every xid of the change precedes this */
+} KeyScrubArgs;
+
+static const char *const scrub_tables[2] = {"database_keys", "data_keys"};
+
+/* This backend's pending request: set by a key change, acted on at commit. */
+static bool scrub_pending = false;
+static Oid	scrub_role = InvalidOid;
+static bool callback_registered = false;
+
+/* ---------------------------------------------------------------------
+ * The requesting side (a backend that changed keys)
+ * --------------------------------------------------------------------- */
+
+/*
+ * The role the worker connects as: the key tables' owner (a superuser, as
+ * the extension requires one), or the bootstrap superuser when that owner
+ * may not log in (PostgreSQL 15 checks rolcanlogin for workers too).
+ */
+Oid
+KeyScrubRole(Oid key_tables_owner)
+{
+	HeapTuple	tup = SearchSysCache1(AUTHOID, ObjectIdGetDatum(key_tables_owner));
+	bool		canlogin = false;
+
+	if (HeapTupleIsValid(tup))
+	{
+		canlogin = ((Form_pg_authid) GETSTRUCT(tup))->rolcanlogin;
+		ReleaseSysCache(tup);
+	}
+	return canlogin ? key_tables_owner : BOOTSTRAP_SUPERUSERID;
+}
+
+/*
+ * Register a scrub worker for "dboid" that waits for "limit".  Returns false
+ * when no worker slot is free (max_worker_processes).  Never raises an
+ * ERROR for that, so it may run after the commit record is written.
+ */
+bool
+KeyScrubLaunch(Oid dboid, Oid roleid, TransactionId limit)
+{
+	BackgroundWorker worker;
+	KeyScrubArgs args;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	strlcpy(worker.bgw_library_name, "pg_atrest", BGW_MAXLEN);
+	strlcpy(worker.bgw_function_name, "atrest_keyscrub_main", BGW_MAXLEN);
+	snprintf(worker.bgw_name, BGW_MAXLEN, "pg_atrest key scrub for database %u", dboid);
+	strlcpy(worker.bgw_type, "pg_atrest key scrub", BGW_MAXLEN);
+	worker.bgw_main_arg = ObjectIdGetDatum(dboid);
+	worker.bgw_notify_pid = 0;
+	args.roleid = roleid;
+	args.limit = limit;
+	memcpy(worker.bgw_extra, &args, sizeof(args));
+
+	return RegisterDynamicBackgroundWorker(&worker, NULL);
+}
+
+static void
+KeyScrubXactCallback(XactEvent event, void *arg)
+{
+	if (!scrub_pending)
+		return;
+
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+			scrub_pending = false;
+			/* every xid this transaction (and its subtransactions) used precedes it */
+			if (!KeyScrubLaunch(MyDatabaseId, scrub_role, ReadNextTransactionId()))
+				ereport(WARNING,
+						(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+						 errmsg("superseded wrapped keys were not removed from the key tables' files"),
+						 errdetail("No background worker could be started to rewrite the key tables; max_worker_processes is exhausted."),
+						 errhint("Run SELECT atrest.scrub_key_tables() once a worker slot is free; the next key change tries again too.")));
+			break;
+		case XACT_EVENT_PREPARE:
+			scrub_pending = false;
+			ereport(WARNING,
+					(errcode(ERRCODE_WARNING),
+					 errmsg("key change in a prepared transaction: superseded wrapped keys stay in the key tables' files"),
+					 errhint("After COMMIT PREPARED, run SELECT atrest.scrub_key_tables().")));
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			scrub_pending = false;
+			break;
+		default:
+			break;
+	}
+}
+
+/*
+ * A key table's rows were updated or deleted in this transaction: when it
+ * commits, rewrite the key tables.  The caller is in a transaction that may
+ * read the catalogs.
+ */
+void
+KeyScrubRequest(Oid key_tables_owner)
+{
+	if (!callback_registered)
+	{
+		RegisterXactCallback(KeyScrubXactCallback, NULL);
+		callback_registered = true;
+	}
+	scrub_role = KeyScrubRole(key_tables_owner);
+	scrub_pending = true;
+}
+
+/* ---------------------------------------------------------------------
+ * The worker
+ * --------------------------------------------------------------------- */
+
+static void
+Nap(long ms)
+{
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 ms, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+}
+
+/* The key tables' OIDs; false if the extension is gone.  In a transaction. */
+static bool
+KeyTableOids(Oid *oids)
+{
+	Oid			nsp = get_namespace_oid(ATREST_SCHEMA, true);
+
+	for (int i = 0; i < 2; i++)
+	{
+		oids[i] = OidIsValid(nsp) ? get_relname_relid(scrub_tables[i], nsp) : InvalidOid;
+		if (!OidIsValid(oids[i]))
+			return false;
+	}
+	return true;
+}
+
+static Oid
+RelFileNodeOf(Oid relid)
+{
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			result = InvalidOid;
+
+	if (HeapTupleIsValid(tup))
+	{
+		result = ((Form_pg_class) GETSTRUCT(tup))->relfilenode;
+		ReleaseSysCache(tup);
+	}
+	return result;
+}
+
+/*
+ * Wait until no snapshot can still see row versions the change replaced:
+ * the removable horizon of the key tables has reached "limit".  Each check
+ * runs in a transaction of its own, so that our own snapshot does not hold
+ * the horizon back.  Returns false if the extension was dropped meanwhile.
+ */
+static bool
+WaitForHorizon(TransactionId limit)
+{
+	TimestampTz start = GetCurrentTimestamp();
+	bool		told = false;
+
+	for (;;)
+	{
+		Oid			oids[2];
+		TransactionId horizon = InvalidTransactionId;
+		bool		exists;
+
+		StartTransactionCommand();
+		exists = KeyTableOids(oids);
+		if (exists)
+		{
+			Relation	rel = table_open(oids[0], AccessShareLock);
+
+			horizon = GetOldestNonRemovableTransactionId(rel);
+			table_close(rel, AccessShareLock);
+		}
+		CommitTransactionCommand();
+
+		if (!exists)
+			return false;
+		if (TransactionIdFollowsOrEquals(horizon, limit))
+			return true;
+		if (!told && TimestampDifferenceExceeds(start, GetCurrentTimestamp(), 60 * 1000))
+		{
+			ereport(LOG,
+					(errmsg("pg_atrest key scrub is waiting for transactions older than a key change"),
+					 errdetail("Superseded wrapped keys stay in the key tables' files until every transaction, replication slot or standby feedback older than transaction %u is gone.",
+							   limit)));
+			told = true;
+		}
+		Nap(SCRUB_POLL_MS);
+	}
+}
+
+/*
+ * One try at VACUUM (FULL, SKIP_LOCKED) of the key tables not rewritten yet
+ * ("done" says which are).  Returns true when both are done.  An error is
+ * logged and counts as a failed try.
+ */
+static bool
+ScrubAttempt(bool *done)
+{
+	volatile bool failed = false;
+
+	PG_TRY();
+	{
+		Oid			oids[2];
+		Oid			before[2] = {InvalidOid, InvalidOid};
+		List	   *rels = NIL;
+		VacuumStmt *stmt;
+		MemoryContext old;
+		bool		exists;
+
+		StartTransactionCommand();
+		exists = KeyTableOids(oids);
+		if (exists)
+		{
+			/* VACUUM commits transactions: build the statement in PortalContext */
+			old = MemoryContextSwitchTo(PortalContext);
+			for (int i = 0; i < 2; i++)
+			{
+				if (done[i])
+					continue;
+				before[i] = RelFileNodeOf(oids[i]);
+				rels = lappend(rels,
+							   makeVacuumRelation(makeRangeVar(ATREST_SCHEMA, (char *) scrub_tables[i], -1),
+												  InvalidOid, NIL));
+			}
+			stmt = makeNode(VacuumStmt);
+			stmt->options = list_make2(makeDefElem("full", NULL, -1),
+									   makeDefElem("skip_locked", NULL, -1));
+			stmt->rels = rels;
+			stmt->is_vacuumcmd = true;
+			MemoryContextSwitchTo(old);
+
+			PushActiveSnapshot(GetTransactionSnapshot());
+			ExecVacuum(make_parsestate(NULL), stmt, true);
+		}
+		CommitTransactionCommand();
+
+		if (!exists)
+			done[0] = done[1] = true;	/* nothing left to scrub */
+		else
+		{
+			StartTransactionCommand();
+			for (int i = 0; i < 2; i++)
+				if (!done[i])
+					done[i] = RelFileNodeOf(oids[i]) != before[i];
+			CommitTransactionCommand();
+		}
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(TopMemoryContext);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortOutOfAnyTransaction();
+		failed = true;
+	}
+	PG_END_TRY();
+	MemoryContextReset(PortalContext);
+	return !failed && done[0] && done[1];
+}
+
+static void
+LogScrub(void)
+{
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (SPI_execute("INSERT INTO atrest.key_events (operation, outcome, detail) "
+					"VALUES ('scrub_key_tables', 'ok', "
+					"'atrest.database_keys and atrest.data_keys rewritten; superseded wrapped keys removed from their files')",
+					false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "pg_atrest: could not log the key scrub");
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+}
+
+/*
+ * Entry point of the worker: connect, wait for the horizon, rewrite the key
+ * tables, log it in atrest.key_events.
+ */
+void
+atrest_keyscrub_main(Datum main_arg)
+{
+	KeyScrubArgs args;
+	bool		done[2] = {false, false};
+	int			attempt;
+
+	memcpy(&args, MyBgworkerEntry->bgw_extra, sizeof(args));
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(main_arg), args.roleid, 0);
+	/* VACUUM keeps its cross-transaction memory under PortalContext */
+	PortalContext = AllocSetContextCreate(TopMemoryContext, "pg_atrest key scrub",
+										  ALLOCSET_DEFAULT_SIZES);
+	pgstat_report_activity(STATE_RUNNING, "pg_atrest: waiting for older transactions");
+
+	if (!WaitForHorizon(args.limit))
+		proc_exit(0);
+
+	pgstat_report_activity(STATE_RUNNING, "pg_atrest: VACUUM (FULL) of the key tables");
+	for (attempt = 1; !ScrubAttempt(done); attempt++)
+	{
+		if (attempt >= SCRUB_MAX_ATTEMPTS)
+		{
+			ereport(WARNING,
+					(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+					 errmsg("superseded wrapped keys were not removed from the key tables' files"),
+					 errdetail("The key tables could not be rewritten in %d attempts.", attempt),
+					 errhint("Run SELECT atrest.scrub_key_tables() when the key tables are not in use.")));
+			proc_exit(1);
+		}
+		Nap(SCRUB_RETRY_MS);
+	}
+	LogScrub();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	proc_exit(0);
+}
