@@ -40,3 +40,10 @@ REVOKE ALL ON FUNCTION
     atrest.rekey(text),
     atrest.retire_data_key(text, integer)
 FROM PUBLIC;
+
+-- ANALYZE copied wrapped keys into pg_statistic (histogram bounds): never
+-- collect statistics on them again, and drop what an earlier ANALYZE kept.
+ALTER TABLE atrest.database_keys ALTER COLUMN wrapped SET STATISTICS 0;
+ALTER TABLE atrest.data_keys ALTER COLUMN wrapped SET STATISTICS 0;
+DELETE FROM pg_catalog.pg_statistic
+ WHERE starelid IN ('atrest.database_keys'::pg_catalog.regclass, 'atrest.data_keys'::pg_catalog.regclass);

@@ -69,6 +69,11 @@ CREATE TABLE atrest.key_events (
 
 REVOKE ALL ON atrest.key_classes, atrest.database_keys, atrest.data_keys,
               atrest.key_events FROM PUBLIC;
+
+-- ANALYZE would copy wrapped keys into pg_statistic (histogram bounds), where
+-- no rewrite of the key tables reaches them: never collect statistics on them.
+ALTER TABLE atrest.database_keys ALTER COLUMN wrapped SET STATISTICS 0;
+ALTER TABLE atrest.data_keys ALTER COLUMN wrapped SET STATISTICS 0;
 REVOKE ALL ON SEQUENCE atrest.key_classes_id_seq FROM PUBLIC;
 
 -- Every change to a key table tells every backend (standbys included) to

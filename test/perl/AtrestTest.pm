@@ -63,6 +63,7 @@ our @EXPORT = qw(
   psql_error
   database_files
   wait_for_scrub
+  restore_key_modes
 );
 
 =pod
@@ -520,6 +521,25 @@ sub wait_for_scrub
 		sleep 1;
 	}
 	return $left;
+}
+
+
+=pod
+
+=item restore_key_modes(node)
+
+Puts the modes of a copied node's generated service key back (0700 directory, 0600
+file): init_from_backup copies with File::Copy, which leaves files 0644, and pg_atrest
+refuses a key file that others can read.  A restore with cp -p or tar keeps the modes.
+
+=cut
+
+sub restore_key_modes
+{
+	my ($node) = @_;
+	chmod 0700, $node->data_dir . '/pg_atrest';
+	chmod 0600, $node->data_dir . '/pg_atrest/service.key';
+	return;
 }
 
 1;

@@ -35,9 +35,20 @@ $node->safe_psql(
 	INSERT INTO docs SELECT i, jsonb_build_object('n', i) FROM generate_series(1, 50) i;});
 my $readable = q{SELECT count(*) FROM docs WHERE (doc ->> 'n')::int = id};
 
+# A database-wide ANALYZE must not copy wrapped keys into pg_statistic (its file is
+# in the database directory, which the greps below cover).
+$node->safe_psql('postgres', 'ANALYZE');
+is( $node->safe_psql(
+		'postgres', q{SELECT count(*) FROM pg_statistic s JOIN pg_attribute a
+		               ON a.attrelid = s.starelid AND a.attnum = s.staattnum
+		              WHERE s.starelid IN ('atrest.database_keys'::regclass, 'atrest.data_keys'::regclass)
+		                AND a.attname = 'wrapped'}),
+	0, 'ANALYZE keeps no statistics (histogram bounds) of wrapped keys');
+
 $node->backup('before');
 my $standby = PostgreSQL::Test::Cluster->new('scrub_standby');
 $standby->init_from_backup($node, 'before', has_streaming => 1);
+restore_key_modes($standby);
 $standby->start;
 
 # Every wrapped key the key tables hold now, as raw bytes.

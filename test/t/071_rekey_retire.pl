@@ -133,6 +133,7 @@ $node->stop;
 $node->backup_fs_cold('cold');
 my $copy = PostgreSQL::Test::Cluster->new('copy');
 $copy->init_from_backup($node, 'cold');
+restore_key_modes($copy);
 ok(-f $copy->data_dir . '/pg_atrest/service.key', 'the copy holds the service key');
 run_command([ $kms, 'disable', 'cmk1' ]);
 $copy->start;
@@ -154,6 +155,11 @@ foreach my $q (q{SELECT count(*) FROM docs WHERE doc IS NOT NULL AND (doc ->> 'n
 }
 like(psql_error($copy, q{SELECT atrest.disable_cmk()}), qr/AT001/,
 	'and cannot fall back to the service key');
+
+# the control: the copy's service key is good; the CMK was all that was missing
+run_command([ $kms, 'enable', 'cmk1' ]);
+$copy->safe_psql('postgres', 'SELECT atrest.recheck_keys()');
+is($copy->safe_psql('postgres', $readable), 200, 'with the CMK back, the copy reads every value');
 
 $copy->stop;
 done_testing();
