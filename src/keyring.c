@@ -34,11 +34,11 @@
 #include <openssl/rand.h>
 
 #include "access/heapam.h"
-#include "access/transam.h"
 #include "access/htup_details.h"
 #include "access/xact.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "access/transam.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_am.h"
 #include "catalog/pg_class.h"
@@ -64,9 +64,9 @@
 
 #include "envelope.h"
 #include "keyring.h"
+#include "keyscrub.h"
 #include "pg_atrest.h"
 #include "provider.h"
-#include "keyscrub.h"
 #include "secure_mem.h"
 
 /* Column numbers of the key tables, as sql/pg_atrest--1.0.sql creates them. */
