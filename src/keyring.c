@@ -1355,7 +1355,7 @@ KeyTablesOwner(void)
  * atrest.scrub_key_tables() RETURNS boolean: start the worker that rewrites
  * the key tables (keyscrub.c) now, as every key change does at commit; for
  * when that could not start a worker.  Returns true once it is registered;
- * atrest.key_events records the rewrite when it is done.
+ * the server log reports the rewrite when it is done.
  */
 PG_FUNCTION_INFO_V1(atrest_scrub_key_tables);
 Datum

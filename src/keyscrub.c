@@ -24,24 +24,36 @@
  * It never waits in the lock queue (SKIP_LOCKED; it tries again a second
  * later), so readers of the key tables are blocked only for the rewrite of a
  * few rows.  It holds no key material.
+ *
+ * One worker per database works at a time, holding a session advisory lock;
+ * a worker that finds it taken exits at once.  The holder releases the lock
+ * and only then looks for key-table row versions written or deleted by a
+ * transaction id at or after its "limit"; if it finds one (a change it may
+ * not have covered, whose own worker may have exited), it takes the lock
+ * again and does another round.  So a burst of key changes costs one waiting
+ * worker, not one per change.
  */
 #include "postgres.h"
 
+#include "access/heapam.h"
+#include "access/htup_details.h"
 #include "access/table.h"
+#include "access/tableam.h"
 #include "access/transam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_class.h"
 #include "commands/vacuum.h"
-#include "executor/spi.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "parser/parse_node.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
+#include "storage/bufmgr.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/lock.h"
 #include "storage/procarray.h"
 #include "tcop/tcopprot.h"
 #include "utils/lsyscache.h"
@@ -56,6 +68,11 @@
 #define SCRUB_POLL_MS			500		/* horizon checks while waiting */
 #define SCRUB_RETRY_MS			1000	/* after a table was locked */
 #define SCRUB_MAX_ATTEMPTS		600		/* about ten minutes of retries */
+
+/* The advisory lock that keeps one worker per database at work. */
+#define SCRUB_LOCK_KEY1			0x61747265	/* "atre" */
+#define SCRUB_LOCK_KEY2			0x73637262	/* "scrb" */
+#define SCRUB_LOCK_FIELD4		0x5343		/* not 1 or 2: no clash with pg_advisory_lock */
 
 /* What the registering backend hands the worker (bgw_extra). */
 typedef struct KeyScrubArgs
@@ -251,7 +268,8 @@ WaitForHorizon(TransactionId limit)
 		if (!told && TimestampDifferenceExceeds(start, GetCurrentTimestamp(), 60 * 1000))
 		{
 			ereport(LOG,
-					(errmsg("pg_atrest key scrub is waiting for transactions older than a key change"),
+					(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+					 errmsg("pg_atrest key scrub is waiting for transactions older than a key change"),
 					 errdetail("Superseded wrapped keys stay in the key tables' files until every transaction, replication slot or standby feedback older than transaction %u is gone.",
 							   limit)));
 			told = true;
@@ -330,32 +348,85 @@ ScrubAttempt(bool *done)
 	return !failed && done[0] && done[1];
 }
 
-static void
-LogScrub(void)
+/*
+ * Take (or, with "release", give back) the session advisory lock of this
+ * database's scrub.  Returns false if another worker holds it.
+ */
+static bool
+ScrubLock(bool release)
 {
+	LOCKTAG		tag;
+	bool		result = true;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, SCRUB_LOCK_KEY1, SCRUB_LOCK_KEY2, SCRUB_LOCK_FIELD4);
 	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (SPI_execute("INSERT INTO atrest.key_events (operation, outcome, detail) "
-					"VALUES ('scrub_key_tables', 'ok', "
-					"'atrest.database_keys and atrest.data_keys rewritten; superseded wrapped keys removed from their files')",
-					false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "pg_atrest: could not log the key scrub");
-	SPI_finish();
-	PopActiveSnapshot();
+	if (release)
+		LockRelease(&tag, ExclusiveLock, true);
+	else
+		result = LockAcquire(&tag, ExclusiveLock, true, true) != LOCKACQUIRE_NOT_AVAIL;
 	CommitTransactionCommand();
+	return result;
 }
 
 /*
- * Entry point of the worker: connect, wait for the horizon, rewrite the key
- * tables, log it in atrest.key_events.
+ * Has any row version of the key tables been written (xmin) or deleted
+ * (xmax, not a mere row lock) by a transaction id at or after "limit"?  Such
+ * a change may have come after our rewrite.  Frozen and special xids are
+ * older than any limit.
+ */
+static bool
+KeyTablesChangedSince(TransactionId limit)
+{
+	Oid			oids[2];
+	bool		changed = false;
+
+	StartTransactionCommand();
+	if (KeyTableOids(oids))
+	{
+		for (int i = 0; i < 2 && !changed; i++)
+		{
+			Relation	rel = table_open(oids[i], AccessShareLock);
+			TableScanDesc scan = table_beginscan(rel, SnapshotAny, 0, NULL);
+			HeapTuple	tup;
+
+			while (!changed && (tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+			{
+				HeapScanDesc hscan = (HeapScanDesc) scan;
+				HeapTupleHeader h = tup->t_data;
+				TransactionId xmin,
+							xmax;
+
+				LockBuffer(hscan->rs_cbuf, BUFFER_LOCK_SHARE);
+				xmin = HeapTupleHeaderGetXmin(h);
+				xmax = HeapTupleHeaderGetRawXmax(h);
+				if (TransactionIdIsNormal(xmin) && TransactionIdFollowsOrEquals(xmin, limit))
+					changed = true;
+				else if (TransactionIdIsNormal(xmax) &&
+						 !(h->t_infomask & HEAP_XMAX_IS_MULTI) &&
+						 !HEAP_XMAX_IS_LOCKED_ONLY(h->t_infomask) &&
+						 TransactionIdFollowsOrEquals(xmax, limit))
+					changed = true;
+				LockBuffer(hscan->rs_cbuf, BUFFER_LOCK_UNLOCK);
+			}
+			table_endscan(scan);
+			table_close(rel, AccessShareLock);
+		}
+	}
+	CommitTransactionCommand();
+	return changed;
+}
+
+/*
+ * Entry point of the worker: connect; unless another worker is at work on
+ * this database, wait for the horizon, rewrite the key tables, and go round
+ * again while changes newer than the last round show up.
  */
 void
 atrest_keyscrub_main(Datum main_arg)
 {
 	KeyScrubArgs args;
-	bool		done[2] = {false, false};
-	int			attempt;
+	TransactionId limit;
+	int			rounds = 0;
 
 	memcpy(&args, MyBgworkerEntry->bgw_extra, sizeof(args));
 	pqsignal(SIGTERM, die);
@@ -364,26 +435,48 @@ atrest_keyscrub_main(Datum main_arg)
 	/* VACUUM keeps its cross-transaction memory under PortalContext */
 	PortalContext = AllocSetContextCreate(TopMemoryContext, "pg_atrest key scrub",
 										  ALLOCSET_DEFAULT_SIZES);
-	pgstat_report_activity(STATE_RUNNING, "pg_atrest: waiting for older transactions");
 
-	if (!WaitForHorizon(args.limit))
-		proc_exit(0);
+	if (!ScrubLock(false))
+		proc_exit(0);			/* the worker at work re-checks after us */
 
-	pgstat_report_activity(STATE_RUNNING, "pg_atrest: VACUUM (FULL) of the key tables");
-	for (attempt = 1; !ScrubAttempt(done); attempt++)
+	limit = args.limit;
+	for (;;)
 	{
-		if (attempt >= SCRUB_MAX_ATTEMPTS)
+		bool		done[2] = {false, false};
+		TransactionId next;
+
+		pgstat_report_activity(STATE_RUNNING, "pg_atrest: waiting for older transactions");
+		if (!WaitForHorizon(limit))
+			break;				/* the extension was dropped */
+
+		pgstat_report_activity(STATE_RUNNING, "pg_atrest: VACUUM (FULL) of the key tables");
+		for (int attempt = 1; !ScrubAttempt(done); attempt++)
 		{
-			ereport(WARNING,
-					(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
-					 errmsg("superseded wrapped keys were not removed from the key tables' files"),
-					 errdetail("The key tables could not be rewritten in %d attempts.", attempt),
-					 errhint("Run SELECT atrest.scrub_key_tables() when the key tables are not in use.")));
-			proc_exit(1);
+			if (attempt >= SCRUB_MAX_ATTEMPTS)
+			{
+				ereport(WARNING,
+						(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+						 errmsg("superseded wrapped keys were not removed from the key tables' files"),
+						 errdetail("The key tables could not be rewritten in %d attempts.", attempt),
+						 errhint("Run SELECT atrest.scrub_key_tables() when the key tables are not in use.")));
+				proc_exit(1);
+			}
+			Nap(SCRUB_RETRY_MS);
 		}
-		Nap(SCRUB_RETRY_MS);
+		rounds++;
+
+		/* release first: a newcomer that finds the lock taken relies on this check */
+		ScrubLock(true);
+		next = ReadNextTransactionId();
+		if (!KeyTablesChangedSince(limit) || !ScrubLock(false))
+			break;
+		limit = next;
 	}
-	LogScrub();
+	if (rounds > 0)
+		ereport(LOG,
+				(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+				 errmsg("pg_atrest: key tables rewritten; superseded wrapped keys removed from their files"),
+				 errdetail("atrest.database_keys and atrest.data_keys were rewritten %d time(s).", rounds)));
 	pgstat_report_activity(STATE_IDLE, NULL);
 	proc_exit(0);
 }
