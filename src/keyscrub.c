@@ -26,7 +26,8 @@
  * few rows.  It holds no key material.
  *
  * One worker per database works at a time, holding a session advisory lock;
- * a worker that finds it taken exits at once.  The holder releases the lock
+ * a committing key change that finds it taken (at pre-commit) starts none,
+ * and a worker that finds it taken exits at once.  The holder releases the lock
  * and only then looks for key-table row versions written or deleted by a
  * transaction id at or after its "limit"; if it finds one (a change it may
  * not have covered, whose own worker may have exited), it takes the lock
@@ -89,6 +90,26 @@ static Oid	scrub_role = InvalidOid;
 static bool callback_registered = false;
 
 /* ---------------------------------------------------------------------
+ * The lock that keeps one worker per database at work
+ * --------------------------------------------------------------------- */
+
+/*
+ * Take the session advisory lock of "dboid"'s scrub without waiting, or, with
+ * "release", give it back.  Returns false if someone else holds it.  The
+ * caller is in a transaction.
+ */
+static bool
+ScrubLockTry(Oid dboid, bool release)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, dboid, SCRUB_LOCK_KEY1, SCRUB_LOCK_KEY2, SCRUB_LOCK_FIELD4);
+	if (release)
+		return LockRelease(&tag, ExclusiveLock, true);
+	return LockAcquire(&tag, ExclusiveLock, true, true) != LOCKACQUIRE_NOT_AVAIL;
+}
+
+/* ---------------------------------------------------------------------
  * The requesting side (a backend that changed keys)
  * --------------------------------------------------------------------- */
 
@@ -147,6 +168,18 @@ KeyScrubXactCallback(XactEvent event, void *arg)
 
 	switch (event)
 	{
+		case XACT_EVENT_PRE_COMMIT:
+
+			/*
+			 * A worker at work on this database will see our change when it
+			 * looks for newer ones (our rows are written already), or waits
+			 * for us: do not start another.
+			 */
+			if (ScrubLockTry(MyDatabaseId, false))
+				ScrubLockTry(MyDatabaseId, true);
+			else
+				scrub_pending = false;
+			break;
 		case XACT_EVENT_COMMIT:
 			scrub_pending = false;
 			/* every xid this transaction (and its subtransactions) used precedes it */
@@ -355,15 +388,10 @@ ScrubAttempt(bool *done)
 static bool
 ScrubLock(bool release)
 {
-	LOCKTAG		tag;
-	bool		result = true;
+	bool		result;
 
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, SCRUB_LOCK_KEY1, SCRUB_LOCK_KEY2, SCRUB_LOCK_FIELD4);
 	StartTransactionCommand();
-	if (release)
-		LockRelease(&tag, ExclusiveLock, true);
-	else
-		result = LockAcquire(&tag, ExclusiveLock, true, true) != LOCKACQUIRE_NOT_AVAIL;
+	result = ScrubLockTry(MyDatabaseId, release);
 	CommitTransactionCommand();
 	return result;
 }

@@ -20,8 +20,7 @@ use AtrestTest;
 my $kms = kms_adapter(PostgreSQL::Test::Utils::tempdir('kms') . '/keys', 'cmk1');
 plan skip_all => 'no test/kms/openssl-kms' unless $kms;
 
-# max_worker_processes = 2: the logical replication launcher and one more, so the
-# last part can run out of worker slots.
+# max_worker_processes = 2: the logical replication launcher and one more.
 my $node = atrest_node(
 	'scrub',
 	cron => 0,
@@ -140,9 +139,12 @@ $node->wait_for_catchup($standby);
 	$old->query_safe('BEGIN ISOLATION LEVEL REPEATABLE READ');
 	$old->query_safe('SELECT count(*) FROM docs');
 	my @gone = superseded_by(q{SELECT atrest.rotate_database_key()});
+	# more changes while the first worker waits: no more workers, and it covers them
+	push @gone, superseded_by(q{SELECT atrest.rotate_database_key()}) for 1 .. 3;
 	sleep 3;
 	ok(files_contain($gone[0], database_files($node)) > 0,
 		'while an older snapshot is open, the old row versions stay (it may still read them)');
+	is(scrub_workers(), 1, 'four key changes, one waiting scrub worker');
 	is($old->query_safe('SELECT count(*) FROM docs'), 50, 'the older transaction still reads');
 	$old->query_safe('COMMIT');
 	$old->quit;
@@ -157,34 +159,31 @@ $node->wait_for_catchup($standby);
 }
 
 # --- no worker slot: a WARNING with an errcode, then atrest.scrub_key_tables() ----------
+# max_worker_processes = 1: the logical replication launcher has the only slot.
+$node->append_conf('postgresql.conf', "max_worker_processes = 1\n");
+$node->restart;
 {
-	# an open transaction keeps the first scrub worker waiting, so it holds the one slot
-	my $old = $node->background_psql('postgres');
-	$old->query_safe('BEGIN ISOLATION LEVEL REPEATABLE READ');
-	$old->query_safe('SELECT 1');
-	superseded_by(q{SELECT atrest.rotate_database_key()});
-	$node->poll_query_until('postgres',
-		q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'pg_atrest key scrub'})
-	  or die 'no scrub worker';
-
 	my @before = wrapped_keys();
 	my ($out, $err);
 	$node->psql('postgres', "\\set VERBOSITY verbose\nSELECT atrest.rotate_database_key()",
 		stdout => \$out, stderr => \$err);
-	like($err, qr/WARNING:  53400: .*key tables .*not .*rewritten|WARNING:  53400: /,
+	like($err, qr/WARNING:  53400: superseded wrapped keys were not removed from the key tables' files/,
 		'a key change that cannot start its worker warns with SQLSTATE 53400');
-	like($err, qr/atrest\.scrub_key_tables\(\)/, 'and says what to run');
+	like($err, qr/HINT:  Run SELECT atrest\.scrub_key_tables\(\)/, 'and says what to run');
 	my %now = map { $_ => 1 } wrapped_keys();
 	my @gone = grep { !$now{$_} } @before;
+	ok(@gone > 0, 'the rotation committed');
 
 	like(psql_error($node, 'SELECT atrest.scrub_key_tables()'), qr/53400/,
 		'scrub_key_tables() fails the same way while no slot is free');
+	sleep 2;
+	ok(files_contain($gone[0], database_files($node)) > 0,
+		'without a worker the superseded keys stay in the files');
 
-	$old->query_safe('COMMIT');
-	$old->quit;
-	no_scrub_worker();
+	$node->append_conf('postgresql.conf', "max_worker_processes = 2\n");
+	$node->restart;
 	is($node->safe_psql('postgres', 'SELECT atrest.scrub_key_tables()'), 't',
-		'scrub_key_tables() starts a worker once a slot is free');
+		'scrub_key_tables() starts a worker once a slot is free (after a restart, too)');
 	is(wait_for_scrub($node, \@gone), 0, 'and the superseded keys are gone within 60 s');
 	no_scrub_worker();
 }
