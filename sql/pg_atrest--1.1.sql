@@ -358,8 +358,8 @@ FROM PUBLIC;
 ------------------------------------------------------------------------------
 -- Cutting old keys off (src/keyring.c, src/keyscrub.c).  Every key change
 -- that supersedes a wrapped key starts a background worker at commit that
--- rewrites the key tables (VACUUM FULL), so the old wrapped keys leave their
--- files; scrub_key_tables() starts one by hand.  rekey() makes a new
+-- scrubs the key tables (VACUUM, then zeroes what is left in the pages), so
+-- the old wrapped keys leave their files; scrub_key_tables() starts one by hand.  rekey() makes a new
 -- database key and new data-key versions; once atrest.reencrypt() has moved
 -- the values, retire_data_key() destroys an old version.
 ------------------------------------------------------------------------------

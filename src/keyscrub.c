@@ -1,6 +1,6 @@
 /*
  * keyscrub.c
- *		Rewriting the key tables after a key change, so that superseded
+ *		Scrubbing the key tables after a key change, so that superseded
  *		wrapped keys leave their files.
  *
  * A key change (enable_cmk, disable_cmk, rewrap, rotate_database_key,
@@ -9,21 +9,24 @@
  * key under the service key alone, data keys under a database key that no
  * longer exists) in the heap pages, and pruning or VACUUM only mark them
  * unused: their bytes stay in the page's free space.  So after every change
- * that supersedes a wrapped key, a background worker rewrites both tables
- * with VACUUM FULL: the new files are written from zeroed pages holding only
- * the live rows, and the old files are truncated when the rewrite commits
- * (and unlinked at the next checkpoint).  The rewrite is WAL-logged, so
- * standbys replay it and drop their old files too.
+ * that supersedes a wrapped key, a background worker scrubs both tables (and
+ * their TOAST tables): a lazy VACUUM removes the dead row versions, then
+ * every page is rewritten in place with each byte that belongs to no live
+ * tuple set to zero, and WAL-logged as a full page image, so standbys get
+ * the scrubbed pages too.  No lock that blocks readers or writers is taken
+ * (VACUUM's SHARE UPDATE EXCLUSIVE without waiting, TRUNCATE off; the page
+ * pass needs ACCESS SHARE and a buffer lock per page) and no file is
+ * replaced.  (VACUUM's update of pg_class statistics still makes backends
+ * reload their key caches once.)
  *
  * Invariants: the worker is registered from the committing backend's
  * XACT_EVENT_COMMIT callback (or by atrest.scrub_key_tables()), never in the
  * postmaster and without shared_preload_libraries.  Before rewriting it waits
  * until the removable horizon has passed every transaction id the change
- * could have used ("limit", read at commit): until then VACUUM FULL would
- * have to copy the old row versions, which an older snapshot may still read.
+ * could have used ("limit", read at commit): until then VACUUM would
+ * have to keep the old row versions, which an older snapshot may still read.
  * It never waits in the lock queue (SKIP_LOCKED; it tries again a second
- * later), so readers of the key tables are blocked only for the rewrite of a
- * few rows.  It holds no key material.
+ * later).  It holds no key material.
  *
  * One worker per database works at a time, holding a session advisory lock;
  * a committing key change that finds it taken (at pre-commit) starts none,
@@ -41,10 +44,10 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/transam.h"
+#include "access/xloginsert.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_authid.h"
-#include "catalog/pg_class.h"
 #include "commands/vacuum.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
@@ -52,6 +55,7 @@
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "storage/bufmgr.h"
+#include "storage/bufpage.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lock.h"
@@ -251,20 +255,6 @@ KeyTableOids(Oid *oids)
 	return true;
 }
 
-static Oid
-RelFileNodeOf(Oid relid)
-{
-	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	Oid			result = InvalidOid;
-
-	if (HeapTupleIsValid(tup))
-	{
-		result = ((Form_pg_class) GETSTRUCT(tup))->relfilenode;
-		ReleaseSysCache(tup);
-	}
-	return result;
-}
-
 /*
  * Wait until no snapshot can still see row versions the change replaced:
  * the removable horizon of the key tables has reached "limit".  Each check
@@ -312,9 +302,102 @@ WaitForHorizon(TransactionId limit)
 }
 
 /*
- * One try at VACUUM (FULL, SKIP_LOCKED) of the key tables not rewritten yet
- * ("done" says which are).  Returns true when both are done.  An error is
- * logged and counts as a failed try.
+ * Zero every byte of a heap page that belongs to no line pointer's storage:
+ * the free space between pd_lower and pd_upper and any gap between tuples,
+ * where pruning and compaction leave the bytes of removed row versions.  If
+ * anything changed, the page is WAL-logged as a full image, so standbys get
+ * the scrubbed page too.  Returns false if the page still holds a tuple that
+ * is dead to everyone (VACUUM has not removed it yet).  The caller holds an
+ * exclusive content lock on "buf".
+ */
+static bool
+ScrubPage(Relation rel, Buffer buf, TransactionId oldest)
+{
+	Page		page = BufferGetPage(buf);
+	PageHeader	ph = (PageHeader) page;
+	static bool keep[BLCKSZ];
+	bool		dirty = false;
+	bool		clean = true;
+	OffsetNumber maxoff;
+
+	if (PageIsNew(page))
+		return true;
+	memset(keep, 0, sizeof(keep));
+	memset(keep, 1, ph->pd_lower);
+	memset(keep + ph->pd_special, 1, BLCKSZ - ph->pd_special);
+	maxoff = PageGetMaxOffsetNumber(page);
+	for (OffsetNumber off = FirstOffsetNumber; off <= maxoff; off++)
+	{
+		ItemId		id = PageGetItemId(page, off);
+
+		if (!ItemIdHasStorage(id))
+			continue;
+		memset(keep + ItemIdGetOffset(id), 1, ItemIdGetLength(id));
+		if (ItemIdIsNormal(id))
+		{
+			HeapTupleData tup;
+
+			tup.t_data = (HeapTupleHeader) PageGetItem(page, id);
+			tup.t_len = ItemIdGetLength(id);
+			tup.t_tableOid = RelationGetRelid(rel);
+			ItemPointerSet(&tup.t_self, BufferGetBlockNumber(buf), off);
+			if (HeapTupleSatisfiesVacuum(&tup, oldest, buf) == HEAPTUPLE_DEAD)
+				clean = false;
+		}
+	}
+	for (int i = 0; i < BLCKSZ && !dirty; i++)
+		dirty = !keep[i] && ((char *) page)[i] != 0;
+	if (dirty)
+	{
+		START_CRIT_SECTION();
+		for (int i = 0; i < BLCKSZ; i++)
+			if (!keep[i])
+				((char *) page)[i] = 0;
+		MarkBufferDirty(buf);
+		if (RelationNeedsWAL(rel))
+			log_newpage_buffer(buf, true);
+		END_CRIT_SECTION();
+	}
+	return clean;
+}
+
+/*
+ * Scrub every page of a relation and of its TOAST table (ScrubPage).
+ * AccessShareLock is enough, as for opportunistic pruning: only bytes that
+ * belong to no tuple change.  Returns false if a page still holds a dead
+ * tuple.
+ */
+static bool
+ScrubRelationPages(Oid relid)
+{
+	Relation	rel = table_open(relid, AccessShareLock);
+	TransactionId oldest = GetOldestNonRemovableTransactionId(rel);
+	BlockNumber nblocks = RelationGetNumberOfBlocks(rel);
+	Oid			toast = rel->rd_rel->reltoastrelid;
+	bool		clean = true;
+
+	for (BlockNumber blkno = 0; blkno < nblocks; blkno++)
+	{
+		Buffer		buf = ReadBufferExtended(rel, MAIN_FORKNUM, blkno, RBM_NORMAL, NULL);
+
+		CHECK_FOR_INTERRUPTS();
+		LockBuffer(buf, BUFFER_LOCK_EXCLUSIVE);
+		if (!ScrubPage(rel, buf, oldest))
+			clean = false;
+		UnlockReleaseBuffer(buf);
+	}
+	table_close(rel, AccessShareLock);
+	if (OidIsValid(toast) && !ScrubRelationPages(toast))
+		clean = false;
+	return clean;
+}
+
+/*
+ * One try: VACUUM (DISABLE_PAGE_SKIPPING, SKIP_LOCKED, TRUNCATE false) of
+ * the key tables not done yet ("done" says which are), which removes the
+ * dead row versions without any lock that blocks readers or writers; then
+ * zero what removing them left in the pages.  Returns true when both tables
+ * are done.  An error is logged and counts as a failed try.
  */
 static bool
 ScrubAttempt(bool *done)
@@ -324,7 +407,6 @@ ScrubAttempt(bool *done)
 	PG_TRY();
 	{
 		Oid			oids[2];
-		Oid			before[2] = {InvalidOid, InvalidOid};
 		List	   *rels = NIL;
 		VacuumStmt *stmt;
 		MemoryContext old;
@@ -337,17 +419,14 @@ ScrubAttempt(bool *done)
 			/* VACUUM commits transactions: build the statement in PortalContext */
 			old = MemoryContextSwitchTo(PortalContext);
 			for (int i = 0; i < 2; i++)
-			{
-				if (done[i])
-					continue;
-				before[i] = RelFileNodeOf(oids[i]);
-				rels = lappend(rels,
-							   makeVacuumRelation(makeRangeVar(ATREST_SCHEMA, (char *) scrub_tables[i], -1),
-												  InvalidOid, NIL));
-			}
+				if (!done[i])
+					rels = lappend(rels,
+								   makeVacuumRelation(makeRangeVar(ATREST_SCHEMA, (char *) scrub_tables[i], -1),
+													  InvalidOid, NIL));
 			stmt = makeNode(VacuumStmt);
-			stmt->options = list_make2(makeDefElem("full", NULL, -1),
-									   makeDefElem("skip_locked", NULL, -1));
+			stmt->options = list_make3(makeDefElem("disable_page_skipping", NULL, -1),
+									   makeDefElem("skip_locked", NULL, -1),
+									   makeDefElem("truncate", (Node *) makeString("false"), -1));
 			stmt->rels = rels;
 			stmt->is_vacuumcmd = true;
 			MemoryContextSwitchTo(old);
@@ -364,7 +443,7 @@ ScrubAttempt(bool *done)
 			StartTransactionCommand();
 			for (int i = 0; i < 2; i++)
 				if (!done[i])
-					done[i] = RelFileNodeOf(oids[i]) != before[i];
+					done[i] = ScrubRelationPages(oids[i]);
 			CommitTransactionCommand();
 		}
 	}
@@ -477,7 +556,7 @@ atrest_keyscrub_main(Datum main_arg)
 		if (!WaitForHorizon(limit))
 			break;				/* the extension was dropped */
 
-		pgstat_report_activity(STATE_RUNNING, "pg_atrest: VACUUM (FULL) of the key tables");
+		pgstat_report_activity(STATE_RUNNING, "pg_atrest: scrubbing the key tables");
 		for (int attempt = 1; !ScrubAttempt(done); attempt++)
 		{
 			if (attempt >= SCRUB_MAX_ATTEMPTS)

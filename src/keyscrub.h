@@ -1,6 +1,6 @@
 /*
  * keyscrub.h
- *		Rewriting the key tables after a key change, so that superseded
+ *		Scrubbing the key tables after a key change, so that superseded
  *		wrapped keys leave their files.
  */
 #ifndef ATREST_KEYSCRUB_H
