@@ -359,9 +359,10 @@ FROM PUBLIC;
 -- Cutting old keys off (src/keyring.c, src/keyscrub.c).  Every key change
 -- that supersedes a wrapped key starts a background worker at commit that
 -- scrubs the key tables (VACUUM, then zeroes what is left in the pages), so
--- the old wrapped keys leave their files; scrub_key_tables() starts one by hand.  rekey() makes a new
--- database key and new data-key versions; once atrest.reencrypt() has moved
--- the values, retire_data_key() destroys an old version.
+-- the old wrapped keys leave their files; scrub_key_tables() starts one by
+-- hand.  rekey() makes a new database key and new data-key versions; once
+-- atrest.reencrypt() has moved the values, retire_data_key() destroys an
+-- old version.
 ------------------------------------------------------------------------------
 
 CREATE FUNCTION atrest.scrub_key_tables() RETURNS boolean
