@@ -8,6 +8,7 @@ OBJS = \
 	src/envelope.o \
 	src/envelope_core.o \
 	src/keyring.o \
+	src/keyscrub.o \
 	src/types.o \
 	src/provider.o \
 	src/provider_service.o \

@@ -107,8 +107,10 @@ CREATE TABLE atrest.data_keys (
     version         integer NOT NULL CHECK (version > 0),
     database_key_id uuid NOT NULL REFERENCES atrest.database_keys (id),
     created_at      timestamptz NOT NULL DEFAULT now(),
-    wrapped         bytea NOT NULL,
-    PRIMARY KEY (class_id, version)
+    wrapped         bytea,          -- NULL once retired (atrest.retire_data_key)
+    retired_at      timestamptz,
+    PRIMARY KEY (class_id, version),
+    CONSTRAINT data_keys_retired CHECK ((wrapped IS NULL) = (retired_at IS NOT NULL))
 );
 
 CREATE TABLE atrest.key_events (
@@ -127,6 +129,11 @@ CREATE TABLE atrest.key_events (
 
 REVOKE ALL ON atrest.key_classes, atrest.database_keys, atrest.data_keys,
               atrest.key_events FROM PUBLIC;
+
+-- ANALYZE would copy wrapped keys into pg_statistic (histogram bounds), where
+-- no rewrite of the key tables reaches them: never collect statistics on them.
+ALTER TABLE atrest.database_keys ALTER COLUMN wrapped SET STATISTICS 0;
+ALTER TABLE atrest.data_keys ALTER COLUMN wrapped SET STATISTICS 0;
 REVOKE ALL ON SEQUENCE atrest.key_classes_id_seq FROM PUBLIC;
 
 -- Every change to a key table tells every backend (standbys included) to
@@ -447,6 +454,39 @@ REVOKE ALL ON FUNCTION
     atrest._service_key_source()
 FROM PUBLIC;
 REVOKE ALL ON PROCEDURE atrest.reencrypt(regclass, name, integer, interval, bigint) FROM PUBLIC;
+
+------------------------------------------------------------------------------
+-- Cutting old keys off (src/keyring.c, src/keyscrub.c).  Every key change
+-- that supersedes a wrapped key starts a background worker at commit that
+-- scrubs the key tables (VACUUM, then zeroes what is left in the pages), so
+-- the old wrapped keys leave their files; scrub_key_tables() starts one by
+-- hand.  rekey() makes a new database key and new data-key versions; once
+-- atrest.reencrypt() has moved the values, retire_data_key() destroys an
+-- old version.
+------------------------------------------------------------------------------
+
+CREATE FUNCTION atrest.scrub_key_tables() RETURNS boolean
+    AS 'MODULE_PATHNAME', 'atrest_scrub_key_tables' LANGUAGE C
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION atrest.rekey(key_class text DEFAULT NULL)
+    RETURNS TABLE (key_class text, key_version integer)
+    LANGUAGE sql
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT atrest.rotate_database_key();
+    SELECT r.key_class, r.key_version FROM atrest.rotate_data_key($1) r;
+$$;
+
+CREATE FUNCTION atrest.retire_data_key(key_class text, key_version integer) RETURNS void
+    AS 'MODULE_PATHNAME', 'atrest_retire_data_key' LANGUAGE C STRICT
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+REVOKE ALL ON FUNCTION
+    atrest.scrub_key_tables(),
+    atrest.rekey(text),
+    atrest.retire_data_key(text, integer)
+FROM PUBLIC;
 
 ------------------------------------------------------------------------------
 -- Status.

@@ -16,7 +16,7 @@ typedef struct DataKey
 	uint64		hashkey;		/* class id << 32 | version */
 	int32		class_id;
 	uint32		version;
-	unsigned char *key;			/* a secure slot */
+	unsigned char *key;			/* a secure slot; NULL: retired version */
 } DataKey;
 
 extern DataKey *KeyringActiveDataKey(int32 class_id);

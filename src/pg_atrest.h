@@ -20,6 +20,8 @@
  */
 #define ERRCODE_ATREST_KEY_UNAVAILABLE	MAKE_SQLSTATE('A','T','0','0','1')
 #define ERRCODE_ATREST_NOT_FOUND		MAKE_SQLSTATE('A','T','4','0','4')
+/* AT410: a value names a data key version that atrest.retire_data_key() destroyed */
+#define ERRCODE_ATREST_KEY_RETIRED		MAKE_SQLSTATE('A','T','4','1','0')
 
 /* settings (pg_atrest.c) */
 extern char *atrest_service_key_command;

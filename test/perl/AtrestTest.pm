@@ -67,6 +67,9 @@ our @EXPORT = qw(
   psql_error_with_log
   processes_matching
   log_since
+  database_files
+  wait_for_scrub
+  restore_key_modes
 );
 
 =pod
@@ -589,5 +592,76 @@ sub schema_description
 =back
 
 =cut
+
+
+=pod
+
+=item database_files(node [, dbname])
+
+Runs CHECKPOINT and returns the absolute paths of every file in the database's
+directory (base/<oid>): all relations of the database, whatever their names, and the
+files of dropped or rewritten relations that are not unlinked yet.
+
+=cut
+
+sub database_files
+{
+	my ($node, $dbname) = @_;
+	$dbname //= 'postgres';
+	$node->safe_psql($dbname, 'CHECKPOINT');
+	my $oid = $node->safe_psql($dbname,
+		'SELECT oid FROM pg_database WHERE datname = current_database()');
+	my $dir = $node->data_dir . "/base/$oid";
+	opendir my $dh, $dir or die "could not open $dir: $!";
+	my @files = map { "$dir/$_" } grep { -f "$dir/$_" } readdir $dh;
+	closedir $dh;
+	return @files;
+}
+
+=pod
+
+=item wait_for_scrub(node, needles [, dbname [, timeout]])
+
+Waits (60 seconds unless told) until none of the byte strings in the array
+"needles" occurs in any file of the database (database_files()), polling once a
+second.  Returns how many occurrences were left at the end (0 on success).
+
+=cut
+
+sub wait_for_scrub
+{
+	my ($node, $needles, $dbname, $timeout) = @_;
+	$timeout //= 60;
+	my $left;
+	my $deadline = time() + $timeout;
+	while (1)
+	{
+		my @files = database_files($node, $dbname);
+		$left = 0;
+		$left += files_contain($_, @files) foreach @$needles;
+		last if $left == 0 || time() >= $deadline;
+		sleep 1;
+	}
+	return $left;
+}
+
+
+=pod
+
+=item restore_key_modes(node)
+
+Puts the modes of a copied node's generated service key back (0700 directory, 0600
+file): init_from_backup copies with File::Copy, which leaves files 0644, and pg_atrest
+refuses a key file that others can read.  A restore with cp -p or tar keeps the modes.
+
+=cut
+
+sub restore_key_modes
+{
+	my ($node) = @_;
+	chmod 0700, $node->data_dir . '/pg_atrest';
+	chmod 0600, $node->data_dir . '/pg_atrest/service.key';
+	return;
+}
 
 1;

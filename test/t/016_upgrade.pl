@@ -74,8 +74,17 @@ $node->safe_psql('old', q{
 my $status = q{SELECT protector || ' ' || coalesce(key_uri, '-') FROM atrest.key_status};
 is($node->safe_psql('old', $status), 'customer kms:openssl/cmk1', '1.0 is under the CMK');
 
+# 1.0 let ANALYZE copy wrapped keys into pg_statistic; the update drops them.
+my $key_stats = q{SELECT count(*) FROM pg_statistic s JOIN pg_attribute a
+                   ON a.attrelid = s.starelid AND a.attnum = s.staattnum
+                  WHERE s.starelid IN ('atrest.database_keys'::regclass, 'atrest.data_keys'::regclass)
+                    AND a.attname = 'wrapped'};
+$node->safe_psql('old', 'ANALYZE atrest.database_keys, atrest.data_keys');
+is($node->safe_psql('old', $key_stats), 2, '1.0: ANALYZE keeps statistics of wrapped keys');
+
 # --- the update -----------------------------------------------------------------------
 $node->safe_psql('old', 'ALTER EXTENSION pg_atrest UPDATE');
+is($node->safe_psql('old', $key_stats), 0, 'the update drops the statistics of wrapped keys');
 is($node->safe_psql('old', q{SELECT extversion FROM pg_extension WHERE extname = 'pg_atrest'}),
 	$current, "ALTER EXTENSION pg_atrest UPDATE reaches $current");
 
@@ -119,6 +128,12 @@ is($node->safe_psql('old', q{SELECT count(*) FROM docs WHERE t::text IS NOT NULL
 	302, 'old and new values read after key operations');
 is($node->safe_psql('old', q{SELECT j::jsonb ->> 'after' FROM docs WHERE id = 302}),
 	'update', 'a value sealed after the update reads back');
+
+# Retiring a data-key version in an updated database: model version 1 still seals m1.
+like(
+	AtrestTest::psql_error($node, q{SELECT atrest.retire_data_key('model', 1)}, 'old'),
+	qr/55006: data key version 1 of key class "model" is still in use.*Column "(definition|artifact)" of table atrest\.models/s,
+	'retire_data_key refuses while the store holds a value of the version, naming it');
 
 # --- same schema as a fresh install ---------------------------------------------------
 $node->safe_psql('old', q{
