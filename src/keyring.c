@@ -33,6 +33,7 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
+#include "access/genam.h"
 #include "access/heapam.h"
 #include "access/htup_details.h"
 #include "access/xact.h"
@@ -45,6 +46,7 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/lmgr.h"
+#include "storage/procarray.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
@@ -192,12 +194,25 @@ typedef void (*RowCallback) (HeapTuple tup, TupleDesc desc, void *arg);
 /*
  * A registered snapshot to read the key tables with: a fresh one (which also
  * sees this transaction's own changes).  A parallel worker may not take a
- * snapshot of its own: it uses the query's, which the leader shares.  The
- * caller unregisters it.
+ * snapshot of its own: it uses the query's, which the leader shares.
+ *
+ * A walsender decoding a transaction for logical replication calls our output
+ * functions with a historic snapshot active, which GetLatestSnapshot() would
+ * hand back (or trip an assertion): it shows the key tables as of the decoded
+ * change, and only as far as vacuum has left their old rows.  There we take a
+ * current snapshot directly: data keys never change once written, only their
+ * wrapping does, so today's key tables open every value any WAL record holds.
+ * The caller unregisters it.
  */
 static Snapshot
 KeyTableSnapshot(void)
 {
+	if (HistoricSnapshotActive())
+	{
+		static SnapshotData current = {SNAPSHOT_MVCC};
+
+		return RegisterSnapshot(GetSnapshotData(&current));
+	}
 	return RegisterSnapshot(IsInParallelMode() && ActiveSnapshotSet() ?
 							GetActiveSnapshot() : GetLatestSnapshot());
 }
@@ -205,18 +220,23 @@ KeyTableSnapshot(void)
 /*
  * Call "cb" for every row of a key table visible to "snapshot", or to a
  * KeyTableSnapshot() of its own when "snapshot" is NULL.
+ *
+ * A systable scan, not heap_getnext(): while a walsender decodes a
+ * transaction that has not committed yet (streaming = on, two_phase = on),
+ * PostgreSQL allows only those, and they raise the error that tells the
+ * decoder the transaction has aborted meanwhile.
  */
 static void
 ScanKeyTable(Oid relid, Snapshot snapshot, RowCallback cb, void *arg)
 {
 	Relation	rel = table_open(relid, AccessShareLock);
 	Snapshot	snap = snapshot ? snapshot : KeyTableSnapshot();
-	TableScanDesc scan = table_beginscan(rel, snap, 0, NULL);
+	SysScanDesc scan = systable_beginscan(rel, InvalidOid, false, snap, 0, NULL);
 	HeapTuple	tup;
 
-	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	while ((tup = systable_getnext(scan)) != NULL)
 		cb(tup, RelationGetDescr(rel), arg);
-	table_endscan(scan);
+	systable_endscan(scan);
 	if (snapshot == NULL)
 		UnregisterSnapshot(snap);
 	table_close(rel, AccessShareLock);
