@@ -54,7 +54,7 @@ $pub->safe_psql(
 my %with = (
 	stream => 'streaming = on',
 	twophase => 'two_phase = on',
-	both => 'streaming = on, two_phase = on');
+	combined => 'streaming = on, two_phase = on');
 my $pub_conn = 'port=' . $pub->port . ' host=' . $pub->host . ' dbname=postgres';
 for my $db (sort keys %with)
 {
@@ -69,7 +69,7 @@ for my $db (sort keys %with)
 $sub->poll_query_until($_,
 	"SELECT subtwophasestate = 'e' FROM pg_subscription WHERE subname = 'sub_$_'")
   or die "two_phase not enabled on $_"
-  for qw(twophase both);
+  for qw(twophase combined);
 
 my $digest_sql = q{
 	SELECT count(*) || ' ' || md5(string_agg(id || ':' || md5(doc::jsonb::text) || ':'
@@ -95,7 +95,7 @@ sub same_plaintext
 # terminated, once as many new ones are streaming.
 sub restart_walsenders
 {
-	my $ours = "application_name IN ('sub_stream', 'sub_twophase', 'sub_both')";
+	my $ours = "application_name IN ('sub_stream', 'sub_twophase', 'sub_combined')";
 	my $old = $pub->safe_psql('postgres',
 		"SELECT string_agg(pid::text, ',') FROM pg_stat_replication WHERE $ours");
 	my $n = $pub->safe_psql('postgres',
@@ -121,7 +121,7 @@ $big->query_safe('COMMIT');
 same_plaintext('a streamed transaction with key rotations in the middle');
 cmp_ok(
 	$pub->safe_psql('postgres',
-		"SELECT coalesce(sum(stream_txns), 0) FROM pg_stat_replication_slots WHERE slot_name IN ('sub_stream', 'sub_both')"),
+		"SELECT coalesce(sum(stream_txns), 0) FROM pg_stat_replication_slots WHERE slot_name IN ('sub_stream', 'sub_combined')"),
 	'>', 0, 'the transaction was streamed');
 is( $pub->safe_psql(
 		'postgres', q{
@@ -136,7 +136,7 @@ $pub->safe_psql('postgres',
 	"BEGIN; SELECT write_rows(2201, 2250); PREPARE TRANSACTION 'small'");
 $pub->safe_psql('postgres',
 	"BEGIN; SELECT write_rows(2251, 2900); PREPARE TRANSACTION 'large'");
-for my $db (qw(twophase both))
+for my $db (qw(twophase combined))
 {
 	ok( $sub->poll_query_until($db,
 			"SELECT count(*) = 2 FROM pg_prepared_xacts WHERE database = '$db'"),
