@@ -530,7 +530,11 @@ KeyCacheDrop(void)
 	SecureKeyFree(cache.dbk);
 	ServiceKeyDrop();
 	if (cache.cxt)
+	{
+		/* callers on an error path switch back to their own context first */
+		Assert(CurrentMemoryContext != cache.cxt);
 		MemoryContextDelete(cache.cxt);
+	}
 	memset(&cache, 0, sizeof(cache));
 	classes_oid = dbkeys_oid = datakeys_oid = InvalidOid;
 }
@@ -564,9 +568,14 @@ DataKeyRow(HeapTuple tup, TupleDesc desc, void *arg)
 						version, class_id)));
 
 	dk = hash_search(ds->hash, &hk, HASH_ENTER, &found);
-	dk->class_id = class_id;
-	dk->version = version;
-	dk->key = SecureKeyAlloc();
+	if (!found)
+	{
+		/* KeyCacheDrop frees every entry's slot: never leave one unset */
+		dk->key = NULL;
+		dk->class_id = class_id;
+		dk->version = version;
+		dk->key = SecureKeyAlloc();
+	}
 	aadlen = DataKeyAad(ds->dbk_id, class_id, version, aad);
 	if (!UnwrapKey(ds->dbk, wrapped, aad, aadlen, dk->key))
 		ereport(ERROR,
@@ -575,16 +584,37 @@ DataKeyRow(HeapTuple tup, TupleDesc desc, void *arg)
 				 errdetail("Its wrapped form in atrest.data_keys does not authenticate under the database key.")));
 }
 
+/* Copy a palloc'd RootInfo into "cxt". */
+static void
+CopyRootInfo(RootInfo *dst, const RootInfo *src, MemoryContext cxt)
+{
+	dst->id = src->id;
+	dst->customer = src->customer;
+	dst->provider = src->provider ? MemoryContextStrdup(cxt, src->provider) : NULL;
+	dst->key_uri = src->key_uri ? MemoryContextStrdup(cxt, src->key_uri) : NULL;
+	dst->key_version = src->key_version ? MemoryContextStrdup(cxt, src->key_version) : NULL;
+	dst->wrapped = MemoryContextAlloc(cxt, VARSIZE(src->wrapped));
+	memcpy(dst->wrapped, src->wrapped, VARSIZE(src->wrapped));
+}
+
 /*
  * Load the whole hierarchy of this database into the cache.  All three key
  * tables are read with one snapshot: a rotate_database_key() that commits
  * between two scans would otherwise give us the old database key and data
  * keys already re-wrapped under the new one.
+ *
+ * Any step may ERROR (a lock or statement timeout or a cancel while opening
+ * a key table, a provider failure, a corrupted row); KeyCacheEnsure() then
+ * drops what was built.  So the scans run in a scratch context and the
+ * caller's context is current again before anything can fail: an ERROR never
+ * finds the cache's context current while the cleanup deletes it.
  */
 static void
 KeyCacheLoad(void)
 {
-	MemoryContext old;
+	MemoryContext caller = CurrentMemoryContext;
+	MemoryContext scratch;
+	RootInfo	root;
 	List	   *classes;
 	ListCell   *lc;
 	HASHCTL		ctl;
@@ -594,14 +624,27 @@ KeyCacheLoad(void)
 
 	cache.cxt = AllocSetContextCreate(TopMemoryContext, "pg_atrest key cache",
 									  ALLOCSET_SMALL_SIZES);
-	old = MemoryContextSwitchTo(cache.cxt);
-	ReadRoot(&cache.root, snap);
-	classes = ReadKeyClasses(snap);
+	/* the rows as read; freed at the end, or with cache.cxt on ERROR */
+	scratch = AllocSetContextCreate(cache.cxt, "pg_atrest key cache load",
+									ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(scratch);
+	PG_TRY();
+	{
+		ReadRoot(&root, snap);
+		classes = ReadKeyClasses(snap);
+	}
+	PG_FINALLY();
+	{
+		MemoryContextSwitchTo(caller);
+	}
+	PG_END_TRY();
+
+	CopyRootInfo(&cache.root, &root, cache.cxt);
 	cache.nclasses = list_length(classes);
-	cache.classes = palloc0(sizeof(KeyClass) * Max(cache.nclasses, 1));
+	cache.classes = MemoryContextAllocZero(cache.cxt,
+										   sizeof(KeyClass) * Max(cache.nclasses, 1));
 	foreach(lc, classes)
 		cache.classes[i++] = *(KeyClass *) lfirst(lc);
-	MemoryContextSwitchTo(old);
 
 	cache.dbk = SecureKeyAlloc();
 	UnwrapDatabaseKey(&cache.root, cache.dbk);
@@ -617,6 +660,7 @@ KeyCacheLoad(void)
 	ds.hash = cache.datakeys;
 	ScanKeyTable(datakeys_oid, snap, DataKeyRow, &ds);
 	UnregisterSnapshot(snap);
+	MemoryContextDelete(scratch);
 
 	cache.verified_at = GetCurrentTimestamp();
 	cache.loaded = true;
@@ -629,6 +673,7 @@ KeyCacheLoad(void)
 static void
 KeyCacheVerifyRoot(void)
 {
+	MemoryContext caller = CurrentMemoryContext;
 	unsigned char *check = SecureKeyAlloc();
 	bool		same;
 
@@ -638,6 +683,7 @@ KeyCacheVerifyRoot(void)
 	}
 	PG_CATCH();
 	{
+		MemoryContextSwitchTo(caller);
 		SecureKeyFree(check);
 		KeyCacheDrop();
 		PG_RE_THROW();
@@ -667,12 +713,19 @@ KeyCacheEnsure(void)
 	}
 	if (!cache.loaded)
 	{
+		MemoryContext caller = CurrentMemoryContext;
+
 		PG_TRY();
 		{
 			KeyCacheLoad();
 		}
 		PG_CATCH();
 		{
+			/*
+			 * Back to the caller's context before KeyCacheDrop() deletes the
+			 * cache's, then leave the cache "not loaded", every slot wiped.
+			 */
+			MemoryContextSwitchTo(caller);
 			KeyCacheDrop();
 			PG_RE_THROW();
 		}
