@@ -146,6 +146,37 @@ $pub->safe_psql('postgres', "COMMIT PREPARED 'small'");
 $pub->safe_psql('postgres', "COMMIT PREPARED 'large'");
 same_plaintext('prepared transactions, committed');
 
+# (the terminated walsenders log a FATAL of their own; nothing else may fail)
+my @bad = grep { /ERROR|PANIC|TRAP|terminated by signal/ }
+  split /^/, slurp_file($pub->logfile, $log_offset);
+is(join('', @bad), '', 'no error on the publisher');
+
+# --- a data key created by the transaction being decoded ------------------------------------
+# The key tables are read as committed, so the walsender cannot open such values before the
+# transaction commits: it says so and retries; the transaction arrives once committed.
+$log_offset = -s $pub->logfile;
+$pub->safe_psql('postgres',
+	"BEGIN; SELECT count(*) FROM atrest.rotate_data_key('default'); "
+	  . "SELECT write_rows(3001, 3020); PREPARE TRANSACTION 'newkey'");
+ok($pub->wait_for_log(qr/data key version 3 of key class 1 is not committed yet/, $log_offset),
+	'a prepared transaction that made its own data key: the walsender says the key is not committed yet');
+is($sub->safe_psql('twophase', 'SELECT count(*) FROM pg_prepared_xacts'),
+	'0', '(so it is not prepared on the subscriber)');
+$pub->safe_psql('postgres', "COMMIT PREPARED 'newkey'");
+same_plaintext('once committed, it arrives');
+
+# Streamed, then rolled back: the walsender must drop it as a concurrent abort, not retry it
+# for ever on a key that will never exist.
+$big->query_safe('BEGIN');
+$big->query_safe("SELECT count(*) FROM atrest.rotate_data_key('default')");
+$big->query_safe('SELECT write_rows(4001, 4600)');
+$big->query_safe('ROLLBACK');
+$pub->safe_psql('postgres', 'SELECT write_rows(4601, 4610)');
+same_plaintext('a streamed transaction that made its own data key and rolled back; the next one');
+@bad = grep { /ERROR|PANIC|TRAP|terminated by signal/ && !/is not committed yet/ }
+  split /^/, slurp_file($pub->logfile, $log_offset);
+is(join('', @bad), '', 'no other error on the publisher');
+
 # --- sealed under the subscriber's own keys --------------------------------------------------
 my $pub_key = $pub->safe_psql('postgres', 'SELECT database_key_id FROM atrest.key_status');
 for my $db (sort keys %with)
@@ -158,11 +189,6 @@ for my $db (sort keys %with)
 			  FROM docs}),
 		'1', "$db: every value sealed under the subscriber's data-key version 1");
 }
-
-# (the terminated walsenders log a FATAL of their own; nothing else may fail)
-my @bad = grep { /ERROR|PANIC|TRAP|terminated by signal/ }
-  split /^/, slurp_file($pub->logfile, $log_offset);
-is(join('', @bad), '', 'no error on the publisher');
 
 for my $db (sort keys %with)
 {
