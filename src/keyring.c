@@ -777,9 +777,78 @@ KeyringActiveVersion(int32 class_id)
 	return KeyringActiveDataKey(class_id)->version;
 }
 
+typedef struct PendingScan
+{
+	int32		class_id;
+	uint32		version;
+	bool		found;
+	TransactionId xmin;
+} PendingScan;
+
+static void
+PendingRow(HeapTuple tup, TupleDesc desc, void *arg)
+{
+	PendingScan *ps = (PendingScan *) arg;
+	bool		isnull;
+
+	if (DatumGetInt32(GetCol(tup, desc, Anum_data_keys_class_id, &isnull)) == ps->class_id &&
+		(uint32) DatumGetInt32(GetCol(tup, desc, Anum_data_keys_version, &isnull)) == ps->version)
+	{
+		ps->found = true;
+		ps->xmin = HeapTupleHeaderGetXmin(tup->t_data);
+	}
+}
+
+/*
+ * A walsender found a value naming a data key that its snapshot of the key
+ * tables does not show.  The transaction that wrote the key row may
+ *  - have committed while still counted as running: the walsender decodes a
+ *	  commit record as soon as it is flushed.  Wait until it is gone and
+ *	  return true: a reload finds the key.
+ *  - still be running or prepared: it is the transaction being decoded
+ *	  (streaming = on, two_phase = on), which made the key and sealed values
+ *	  under it.  Say so; decoding succeeds once it commits.
+ * If the transaction being decoded has aborted meanwhile, raise the error
+ * code logical decoding expects of a concurrent abort, so that it drops the
+ * transaction instead of retrying it for ever.  Otherwise return false: the
+ * value is corrupted.
+ */
+static bool
+DecodingKeyMissing(int32 class_id, uint32 version)
+{
+	PendingScan ps = {class_id, version, false, InvalidTransactionId};
+	SnapshotData dirty;
+
+	if (TransactionIdIsValid(CheckXidAlive) &&
+		!TransactionIdIsInProgress(CheckXidAlive) &&
+		!TransactionIdDidCommit(CheckXidAlive))
+		ereport(ERROR,
+				(errcode(ERRCODE_TRANSACTION_ROLLBACK),
+				 errmsg("transaction being decoded was aborted")));
+	InitDirtySnapshot(dirty);
+	ResolveKeyTables();
+	ScanKeyTable(datakeys_oid, &dirty, PendingRow, &ps);
+	if (!ps.found)
+		return false;
+	if (TransactionIdDidCommit(ps.xmin))
+	{
+		XactLockTableWait(ps.xmin, NULL, NULL, XLTW_None);
+		return true;
+	}
+	if (TransactionIdIsInProgress(ps.xmin))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("data key version %u of key class %d is not committed yet",
+						version, class_id),
+				 errdetail("Logical decoding of a transaction that has not committed met a value sealed under a data key that the same transaction created."),
+				 errhint("Decoding succeeds once the transaction commits.  With streaming = on or two_phase = on, create key classes and rotate data keys in transactions of their own.")));
+	return false;
+}
+
 /*
  * The data key a stored value names, or NULL if there is none.  A miss
- * reloads the cache once, in case a key was added since it was loaded.
+ * reloads the cache once, in case a key was added since it was loaded; in a
+ * walsender, DecodingKeyMissing() may ask for one more.
  */
 DataKey *
 KeyringFindDataKey(int32 class_id, uint32 version)
@@ -789,6 +858,13 @@ KeyringFindDataKey(int32 class_id, uint32 version)
 	KeyCacheEnsure();
 	dk = CachedDataKey(class_id, version);
 	if (dk == NULL)
+	{
+		KeyCacheDrop();
+		KeyCacheEnsure();
+		dk = CachedDataKey(class_id, version);
+	}
+	if (dk == NULL && HistoricSnapshotActive() &&
+		DecodingKeyMissing(class_id, version))
 	{
 		KeyCacheDrop();
 		KeyCacheEnsure();
