@@ -6,8 +6,7 @@ INSERT INTO kc SELECT i, 'note ' || i, jsonb_build_object('i', i) FROM generate_
 SELECT cache_loaded, keys_held > 0 AS keys_held FROM atrest._session_key_state();
 
 -- 1. The ERROR comes while the database key row is read (no active row in this
--- transaction's view): it used to find the cache's own memory context current and delete
--- it (an assertion failure in an assert-enabled server).  The session goes on working.
+-- transaction's view), before any key is unwrapped.  The session goes on working.
 BEGIN;
 UPDATE atrest.database_keys SET active = false, wrapped = NULL WHERE active;
 SAVEPOINT s;

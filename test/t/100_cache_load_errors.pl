@@ -5,7 +5,7 @@
 # load waits for that lock until lock_timeout, statement_timeout or a cancel ends it.
 # Each time B keeps working: other queries run, its cache is "not loaded" and it holds no
 # key in secure memory; once A lets go, the same session B reads every value.  No backend
-# crashes (an assert-enabled server used to stop on the deleted current memory context).
+# crashes (also run against an assert-enabled server).
 
 use strict;
 use warnings;
