@@ -605,9 +605,10 @@ CopyRootInfo(RootInfo *dst, const RootInfo *src, MemoryContext cxt)
  *
  * Any step may ERROR (a lock or statement timeout or a cancel while opening
  * a key table, a provider failure, a corrupted row); KeyCacheEnsure() then
- * drops what was built.  So the scans run in a scratch context and the
- * caller's context is current again before anything can fail: an ERROR never
- * finds the cache's context current while the cleanup deletes it.
+ * drops what was built.  The rows are read in a scratch context, left again
+ * on the way out whatever happens, and everything else runs in the caller's
+ * context: the cleanup never deletes a current context, without relying on
+ * errfinish() having switched to ErrorContext.
  */
 static void
 KeyCacheLoad(void)
