@@ -33,6 +33,7 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
+#include "access/genam.h"
 #include "access/heapam.h"
 #include "access/htup_details.h"
 #include "access/xact.h"
@@ -207,12 +208,25 @@ typedef void (*RowCallback) (HeapTuple tup, TupleDesc desc, void *arg);
 /*
  * A registered snapshot to read the key tables with: a fresh one (which also
  * sees this transaction's own changes).  A parallel worker may not take a
- * snapshot of its own: it uses the query's, which the leader shares.  The
- * caller unregisters it.
+ * snapshot of its own: it uses the query's, which the leader shares.
+ *
+ * A walsender decoding a transaction for logical replication calls our output
+ * functions with a historic snapshot active, which GetLatestSnapshot() would
+ * hand back (or trip an assertion): it shows the key tables as of the decoded
+ * change, and only as far as vacuum has left their old rows.  There we take a
+ * current snapshot directly: data keys never change once written, only their
+ * wrapping does, so today's key tables open every value any WAL record holds.
+ * The caller unregisters it.
  */
 static Snapshot
 KeyTableSnapshot(void)
 {
+	if (HistoricSnapshotActive())
+	{
+		static SnapshotData current = {SNAPSHOT_MVCC};
+
+		return RegisterSnapshot(GetSnapshotData(&current));
+	}
 	return RegisterSnapshot(IsInParallelMode() && ActiveSnapshotSet() ?
 							GetActiveSnapshot() : GetLatestSnapshot());
 }
@@ -220,18 +234,23 @@ KeyTableSnapshot(void)
 /*
  * Call "cb" for every row of a key table visible to "snapshot", or to a
  * KeyTableSnapshot() of its own when "snapshot" is NULL.
+ *
+ * A systable scan, not heap_getnext(): while a walsender decodes a
+ * transaction that has not committed yet (streaming = on, two_phase = on),
+ * PostgreSQL allows only those, and they raise the error that tells the
+ * decoder the transaction has aborted meanwhile.
  */
 static void
 ScanKeyTable(Oid relid, Snapshot snapshot, RowCallback cb, void *arg)
 {
 	Relation	rel = table_open(relid, AccessShareLock);
 	Snapshot	snap = snapshot ? snapshot : KeyTableSnapshot();
-	TableScanDesc scan = table_beginscan(rel, snap, 0, NULL);
+	SysScanDesc scan = systable_beginscan(rel, InvalidOid, false, snap, 0, NULL);
 	HeapTuple	tup;
 
-	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	while ((tup = systable_getnext(scan)) != NULL)
 		cb(tup, RelationGetDescr(rel), arg);
-	table_endscan(scan);
+	systable_endscan(scan);
 	if (snapshot == NULL)
 		UnregisterSnapshot(snap);
 	table_close(rel, AccessShareLock);
@@ -559,7 +578,11 @@ KeyCacheDrop(void)
 	SecureKeyFree(cache.dbk);
 	ServiceKeyDrop();
 	if (cache.cxt)
+	{
+		/* callers on an error path switch back to their own context first */
+		Assert(CurrentMemoryContext != cache.cxt);
 		MemoryContextDelete(cache.cxt);
+	}
 	memset(&cache, 0, sizeof(cache));
 	classes_oid = dbkeys_oid = datakeys_oid = InvalidOid;
 }
@@ -605,9 +628,14 @@ DataKeyRow(HeapTuple tup, TupleDesc desc, void *arg)
 						version, class_id)));
 
 	dk = hash_search(ds->hash, &hk, HASH_ENTER, &found);
-	dk->class_id = class_id;
-	dk->version = version;
-	dk->key = SecureKeyAlloc();
+	if (!found)
+	{
+		/* KeyCacheDrop frees every entry's slot: never leave one unset */
+		dk->key = NULL;
+		dk->class_id = class_id;
+		dk->version = version;
+		dk->key = SecureKeyAlloc();
+	}
 	aadlen = DataKeyAad(ds->dbk_id, class_id, version, aad);
 	if (!UnwrapKey(ds->dbk, wrapped, aad, aadlen, dk->key))
 		ereport(ERROR,
@@ -616,16 +644,38 @@ DataKeyRow(HeapTuple tup, TupleDesc desc, void *arg)
 				 errdetail("Its wrapped form in atrest.data_keys does not authenticate under the database key.")));
 }
 
+/* Copy a palloc'd RootInfo into "cxt". */
+static void
+CopyRootInfo(RootInfo *dst, const RootInfo *src, MemoryContext cxt)
+{
+	dst->id = src->id;
+	dst->customer = src->customer;
+	dst->provider = src->provider ? MemoryContextStrdup(cxt, src->provider) : NULL;
+	dst->key_uri = src->key_uri ? MemoryContextStrdup(cxt, src->key_uri) : NULL;
+	dst->key_version = src->key_version ? MemoryContextStrdup(cxt, src->key_version) : NULL;
+	dst->wrapped = MemoryContextAlloc(cxt, VARSIZE(src->wrapped));
+	memcpy(dst->wrapped, src->wrapped, VARSIZE(src->wrapped));
+}
+
 /*
  * Load the whole hierarchy of this database into the cache.  All three key
  * tables are read with one snapshot: a rotate_database_key() that commits
  * between two scans would otherwise give us the old database key and data
  * keys already re-wrapped under the new one.
+ *
+ * Any step may ERROR (a lock or statement timeout or a cancel while opening
+ * a key table, a provider failure, a corrupted row); KeyCacheEnsure() then
+ * drops what was built.  The rows are read in a scratch context, left again
+ * on the way out whatever happens, and everything else runs in the caller's
+ * context: the cleanup never deletes a current context, without relying on
+ * errfinish() having switched to ErrorContext.
  */
 static void
 KeyCacheLoad(void)
 {
-	MemoryContext old;
+	MemoryContext caller = CurrentMemoryContext;
+	MemoryContext scratch;
+	RootInfo	root;
 	List	   *classes;
 	ListCell   *lc;
 	HASHCTL		ctl;
@@ -635,14 +685,27 @@ KeyCacheLoad(void)
 
 	cache.cxt = AllocSetContextCreate(TopMemoryContext, "pg_atrest key cache",
 									  ALLOCSET_SMALL_SIZES);
-	old = MemoryContextSwitchTo(cache.cxt);
-	ReadRoot(&cache.root, snap);
-	classes = ReadKeyClasses(snap);
+	/* the rows as read; freed at the end, or with cache.cxt on ERROR */
+	scratch = AllocSetContextCreate(cache.cxt, "pg_atrest key cache load",
+									ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(scratch);
+	PG_TRY();
+	{
+		ReadRoot(&root, snap);
+		classes = ReadKeyClasses(snap);
+	}
+	PG_FINALLY();
+	{
+		MemoryContextSwitchTo(caller);
+	}
+	PG_END_TRY();
+
+	CopyRootInfo(&cache.root, &root, cache.cxt);
 	cache.nclasses = list_length(classes);
-	cache.classes = palloc0(sizeof(KeyClass) * Max(cache.nclasses, 1));
+	cache.classes = MemoryContextAllocZero(cache.cxt,
+										   sizeof(KeyClass) * Max(cache.nclasses, 1));
 	foreach(lc, classes)
 		cache.classes[i++] = *(KeyClass *) lfirst(lc);
-	MemoryContextSwitchTo(old);
 
 	cache.dbk = SecureKeyAlloc();
 	UnwrapDatabaseKey(&cache.root, cache.dbk);
@@ -658,6 +721,7 @@ KeyCacheLoad(void)
 	ds.hash = cache.datakeys;
 	ScanKeyTable(datakeys_oid, snap, DataKeyRow, &ds);
 	UnregisterSnapshot(snap);
+	MemoryContextDelete(scratch);
 
 	cache.verified_at = GetCurrentTimestamp();
 	cache.loaded = true;
@@ -670,6 +734,7 @@ KeyCacheLoad(void)
 static void
 KeyCacheVerifyRoot(void)
 {
+	MemoryContext caller = CurrentMemoryContext;
 	unsigned char *check = SecureKeyAlloc();
 	bool		same;
 
@@ -679,6 +744,7 @@ KeyCacheVerifyRoot(void)
 	}
 	PG_CATCH();
 	{
+		MemoryContextSwitchTo(caller);
 		SecureKeyFree(check);
 		KeyCacheDrop();
 		PG_RE_THROW();
@@ -708,12 +774,19 @@ KeyCacheEnsure(void)
 	}
 	if (!cache.loaded)
 	{
+		MemoryContext caller = CurrentMemoryContext;
+
 		PG_TRY();
 		{
 			KeyCacheLoad();
 		}
 		PG_CATCH();
 		{
+			/*
+			 * Back to the caller's context before KeyCacheDrop() deletes the
+			 * cache's, then leave the cache "not loaded", every slot wiped.
+			 */
+			MemoryContextSwitchTo(caller);
 			KeyCacheDrop();
 			PG_RE_THROW();
 		}
@@ -777,9 +850,78 @@ KeyringActiveVersion(int32 class_id)
 	return KeyringActiveDataKey(class_id)->version;
 }
 
+typedef struct PendingScan
+{
+	int32		class_id;
+	uint32		version;
+	bool		found;
+	TransactionId xmin;
+} PendingScan;
+
+static void
+PendingRow(HeapTuple tup, TupleDesc desc, void *arg)
+{
+	PendingScan *ps = (PendingScan *) arg;
+	bool		isnull;
+
+	if (DatumGetInt32(GetCol(tup, desc, Anum_data_keys_class_id, &isnull)) == ps->class_id &&
+		(uint32) DatumGetInt32(GetCol(tup, desc, Anum_data_keys_version, &isnull)) == ps->version)
+	{
+		ps->found = true;
+		ps->xmin = HeapTupleHeaderGetXmin(tup->t_data);
+	}
+}
+
+/*
+ * A walsender found a value naming a data key that its snapshot of the key
+ * tables does not show.  The transaction that wrote the key row may
+ *  - have committed while still counted as running: the walsender decodes a
+ *	  commit record as soon as it is flushed.  Wait until it is gone and
+ *	  return true: a reload finds the key.
+ *  - still be running or prepared: it is the transaction being decoded
+ *	  (streaming = on, two_phase = on), which made the key and sealed values
+ *	  under it.  Say so; decoding succeeds once it commits.
+ * If the transaction being decoded has aborted meanwhile, raise the error
+ * code logical decoding expects of a concurrent abort, so that it drops the
+ * transaction instead of retrying it for ever.  Otherwise return false: the
+ * value is corrupted.
+ */
+static bool
+DecodingKeyMissing(int32 class_id, uint32 version)
+{
+	PendingScan ps = {class_id, version, false, InvalidTransactionId};
+	SnapshotData dirty;
+
+	if (TransactionIdIsValid(CheckXidAlive) &&
+		!TransactionIdIsInProgress(CheckXidAlive) &&
+		!TransactionIdDidCommit(CheckXidAlive))
+		ereport(ERROR,
+				(errcode(ERRCODE_TRANSACTION_ROLLBACK),
+				 errmsg("transaction being decoded was aborted")));
+	InitDirtySnapshot(dirty);
+	ResolveKeyTables();
+	ScanKeyTable(datakeys_oid, &dirty, PendingRow, &ps);
+	if (!ps.found)
+		return false;
+	if (TransactionIdDidCommit(ps.xmin))
+	{
+		XactLockTableWait(ps.xmin, NULL, NULL, XLTW_None);
+		return true;
+	}
+	if (TransactionIdIsInProgress(ps.xmin))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("data key version %u of key class %d is not committed yet",
+						version, class_id),
+				 errdetail("Logical decoding of a transaction that has not committed met a value sealed under a data key that the same transaction created."),
+				 errhint("Decoding succeeds once the transaction commits.  With streaming = on or two_phase = on, create key classes and rotate data keys in transactions of their own.")));
+	return false;
+}
+
 /*
  * The data key a stored value names, or NULL if there is none.  A miss
- * reloads the cache once, in case a key was added since it was loaded.
+ * reloads the cache once, in case a key was added since it was loaded; in a
+ * walsender, DecodingKeyMissing() may ask for one more.
  */
 DataKey *
 KeyringFindDataKey(int32 class_id, uint32 version)
@@ -789,6 +931,13 @@ KeyringFindDataKey(int32 class_id, uint32 version)
 	KeyCacheEnsure();
 	dk = CachedDataKey(class_id, version);
 	if (dk == NULL)
+	{
+		KeyCacheDrop();
+		KeyCacheEnsure();
+		dk = CachedDataKey(class_id, version);
+	}
+	if (dk == NULL && HistoricSnapshotActive() &&
+		DecodingKeyMissing(class_id, version))
 	{
 		KeyCacheDrop();
 		KeyCacheEnsure();

@@ -81,8 +81,8 @@ like(psql_error($node, q{SELECT atrest.retire_data_key('result', 9)}),
 	qr/42704: data key version 9 of key class "result" does not exist/,
 	'an unknown version is an error');
 
-$node->safe_psql('postgres', q{SELECT atrest.reencrypt('notes', 'note')});
-$node->safe_psql('postgres', q{SELECT atrest.reencrypt('docs', 'doc')});
+$node->safe_psql('postgres', q{CALL atrest.reencrypt('notes', 'note')});
+$node->safe_psql('postgres', q{CALL atrest.reencrypt('docs', 'doc')});
 is($node->safe_psql('postgres', $readable), 200, 'every value reads after reencrypt');
 is( $node->safe_psql(
 		'postgres', q{SELECT count(*) FROM docs WHERE (atrest.envelope(doc)).key_version <> 2}),
