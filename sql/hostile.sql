@@ -285,6 +285,7 @@ SELECT hostile.try('SELECT atrest.create_key_class(NULL)') AS create_class_null;
 SELECT hostile.try('SELECT atrest.alter_key_class(''default'', NULL)') AS alter_class_null;
 SELECT hostile.try('CALL atrest.reencrypt(NULL, NULL)') AS reencrypt_null;
 SELECT hostile.try('CALL atrest.reencrypt(''hostile.e'', ''t'', NULL)') AS reencrypt_null_batch;
+-- (every function with every NULL that means nothing: sql/nulls.sql)
 CALL atrest.reencrypt('hostile.e', 't');  -- NULLs are left alone
 -- an empty string is not a valid jsonb or an encrypted value
 SELECT hostile.try('SELECT ''''::atrest.encrypted_jsonb') AS empty_jsonb_literal;
@@ -327,12 +328,19 @@ SELECT what, md5(p) = plain_md5 AS intact, length(p) = plain_len AS same_length,
                         (atrest.envelope(j)).stored_bytes) AS stored
           FROM hostile.big) s
  ORDER BY what;
--- re-encryption moves a big value to a new key version and leaves it intact
-SELECT key_version FROM atrest.rotate_data_key('hostile_a');
+-- re-encryption moves a big value from the old key version to the new one and leaves it
+-- intact: sealed under the active version, which a rotation then makes old
 CREATE TABLE hostile.big_a (t atrest.encrypted_text(hostile_a));
 INSERT INTO hostile.big_a SELECT t FROM hostile.big WHERE what = 'text, hash hex';
-CALL atrest.reencrypt('hostile.big_a', 't');  -- (inserted under the active version already)
-SELECT md5(a.t::text) = b.plain_md5 AS intact FROM hostile.big_a a, hostile.big b WHERE b.what = 'text, hash hex';
+SELECT (atrest.envelope(t)).key_version AS sealed_under FROM hostile.big_a;
+SELECT key_version AS new_version FROM atrest.rotate_data_key('hostile_a') \gset
+SELECT :new_version AS new_version, (atrest.envelope(t)).key_version < :new_version AS still_old
+  FROM hostile.big_a;
+CALL atrest.reencrypt('hostile.big_a', 't');
+SELECT (atrest.envelope(a.t)).key_version = :new_version AS moved_to_new_version,
+       (atrest.envelope(a.t)).key_class, md5(a.t::text) = b.plain_md5 AS intact,
+       length(a.t::text) = b.plain_len AS same_length
+  FROM hostile.big_a a, hostile.big b WHERE b.what = 'text, hash hex';
 DROP TABLE hostile.big, hostile.big_a;
 
 ------------------------------------------------------------------------------

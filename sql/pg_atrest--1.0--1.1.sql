@@ -196,11 +196,11 @@ $$;
 CREATE OR REPLACE FUNCTION atrest._purge_batch(rel regclass, time_column name, cutoff timestamptz,
                                     batch_size integer)
 RETURNS bigint
-AS 'MODULE_PATHNAME', 'atrest_purge_batch' LANGUAGE C STRICT;
+AS 'MODULE_PATHNAME', 'atrest_purge_batch' LANGUAGE C;
 
 CREATE FUNCTION atrest._expired_rows(rel regclass, time_column name, cutoff timestamptz)
 RETURNS bigint
-AS 'MODULE_PATHNAME', 'atrest_expired_rows' LANGUAGE C STRICT;
+AS 'MODULE_PATHNAME', 'atrest_expired_rows' LANGUAGE C;
 
 DROP FUNCTION atrest._record_purge_run(regclass, timestamptz, bigint, integer, text);
 CREATE FUNCTION atrest._record_purge_run(rel regclass, started_at timestamptz, rows_deleted bigint,
@@ -227,7 +227,9 @@ DECLARE
     state   text;
     msg     text;
 BEGIN
-    IF batch_size IS NULL OR batch_size < 1 THEN
+    IF batch_size IS NULL THEN
+        RAISE EXCEPTION 'batch_size must not be null' USING ERRCODE = '22004';
+    ELSIF batch_size < 1 THEN
         RAISE EXCEPTION 'batch_size must be at least 1' USING ERRCODE = '22023';
     END IF;
     FOR p IN SELECT * FROM atrest._purgeable_policies() LOOP
@@ -271,7 +273,9 @@ DECLARE
     state    text;
     msg      text;
 BEGIN
-    IF batch_size IS NULL OR batch_size < 1 THEN
+    IF batch_size IS NULL THEN
+        RAISE EXCEPTION 'batch_size must not be null' USING ERRCODE = '22004';
+    ELSIF batch_size < 1 THEN
         RAISE EXCEPTION 'batch_size must be at least 1' USING ERRCODE = '22023';
     END IF;
     SELECT pg_catalog.array_agg(pp) INTO policies FROM atrest._purgeable_policies() pp;
@@ -366,12 +370,12 @@ $$;
 
 DROP FUNCTION atrest.reencrypt(regclass, name, integer);
 CREATE FUNCTION atrest._reencrypt_targets(rel regclass, col name) RETURNS regclass[]
-    AS 'MODULE_PATHNAME', 'atrest_reencrypt_targets' LANGUAGE C STRICT;
+    AS 'MODULE_PATHNAME', 'atrest_reencrypt_targets' LANGUAGE C;
 CREATE FUNCTION atrest._reencrypt_batch(root regclass, part regclass, col name, batch_size integer)
     RETURNS bigint
-    AS 'MODULE_PATHNAME', 'atrest_reencrypt_batch' LANGUAGE C STRICT;
+    AS 'MODULE_PATHNAME', 'atrest_reencrypt_batch' LANGUAGE C;
 CREATE FUNCTION atrest._reencrypt_pending(root regclass, part regclass, col name) RETURNS boolean
-    AS 'MODULE_PATHNAME', 'atrest_reencrypt_pending' LANGUAGE C STRICT;
+    AS 'MODULE_PATHNAME', 'atrest_reencrypt_pending' LANGUAGE C;
 
 CREATE PROCEDURE atrest.reencrypt(rel regclass, col name, batch_size integer DEFAULT 1000,
                                   lock_wait interval DEFAULT '1 minute',
@@ -384,13 +388,19 @@ DECLARE
     n        bigint;
     deadline timestamptz;
 BEGIN
-    IF rel IS NULL OR col IS NULL THEN
-        RAISE EXCEPTION 'rel and col must not be null' USING ERRCODE = '22004';
+    IF rel IS NULL THEN
+        RAISE EXCEPTION 'rel must not be null' USING ERRCODE = '22004';
+    ELSIF col IS NULL THEN
+        RAISE EXCEPTION 'col must not be null' USING ERRCODE = '22004';
+    ELSIF batch_size IS NULL THEN
+        RAISE EXCEPTION 'batch_size must not be null' USING ERRCODE = '22004';
+    ELSIF lock_wait IS NULL THEN
+        RAISE EXCEPTION 'lock_wait must not be null' USING ERRCODE = '22004';
     END IF;
-    IF batch_size IS NULL OR batch_size < 1 THEN
+    IF batch_size OPERATOR(pg_catalog.<) 1 THEN
         RAISE EXCEPTION 'batch_size must be at least 1' USING ERRCODE = '22023';
     END IF;
-    IF lock_wait IS NULL OR lock_wait OPERATOR(pg_catalog.<) interval '0' THEN
+    IF lock_wait OPERATOR(pg_catalog.<) interval '0' THEN
         RAISE EXCEPTION 'lock_wait must not be negative' USING ERRCODE = '22023';
     END IF;
     rows_rewritten := 0;
@@ -451,7 +461,7 @@ AS $$
 $$;
 
 CREATE FUNCTION atrest.retire_data_key(key_class text, key_version integer) RETURNS void
-    AS 'MODULE_PATHNAME', 'atrest_retire_data_key' LANGUAGE C STRICT
+    AS 'MODULE_PATHNAME', 'atrest_retire_data_key' LANGUAGE C
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
 REVOKE ALL ON FUNCTION
@@ -466,6 +476,18 @@ ALTER TABLE atrest.database_keys ALTER COLUMN wrapped SET STATISTICS 0;
 ALTER TABLE atrest.data_keys ALTER COLUMN wrapped SET STATISTICS 0;
 DELETE FROM pg_catalog.pg_statistic
  WHERE starelid IN ('atrest.database_keys'::pg_catalog.regclass, 'atrest.data_keys'::pg_catalog.regclass);
+
+------------------------------------------------------------------------------
+-- NULL arguments: a NULL where one means nothing is an error (SQLSTATE
+-- 22004, naming the argument), never a NULL result or a silent no-op.  The
+-- C functions of 1.0 that were STRICT check their arguments themselves now;
+-- those created or replaced above are already declared without STRICT, and
+-- the plpgsql ones above check for NULL.
+------------------------------------------------------------------------------
+
+ALTER FUNCTION atrest.enable_cmk(text, text) CALLED ON NULL INPUT;
+ALTER FUNCTION atrest.provider_selftest(text, text) CALLED ON NULL INPUT;
+ALTER FUNCTION atrest._active_key_version(integer) CALLED ON NULL INPUT;
 
 ------------------------------------------------------------------------------
 -- Review finding 13: nothing in the schema is PUBLIC's unless granted; keep

@@ -316,13 +316,19 @@ CREATE FUNCTION atrest._needs_reseal(atrest.encrypted_text, integer) RETURNS boo
 ------------------------------------------------------------------------------
 -- Key management.  SECURITY DEFINER with a pinned search_path, and not
 -- executable by PUBLIC: grant EXECUTE to the roles that manage keys.
+--
+-- None of these is STRICT: a NULL argument is an error (SQLSTATE 22004,
+-- naming the argument) rather than a NULL result that looks like success,
+-- except the NULL key class of rotate_data_key() and rekey(), which means
+-- every class.  The same holds for every function of the extension; only
+-- the types' I/O, the casts, decrypt(), envelope(), _reseal() and
+-- _needs_reseal() are STRICT (a NULL value in, a NULL value out).
 ------------------------------------------------------------------------------
 
 CREATE FUNCTION atrest._bootstrap() RETURNS uuid
     AS 'MODULE_PATHNAME', 'atrest_bootstrap' LANGUAGE C
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
--- (not STRICT: a NULL argument is an error, SQLSTATE 22004)
 CREATE FUNCTION atrest.create_key_class(name text, compress boolean DEFAULT true) RETURNS integer
     AS 'MODULE_PATHNAME', 'atrest_create_key_class' LANGUAGE C
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
@@ -341,7 +347,7 @@ CREATE FUNCTION atrest.rotate_database_key() RETURNS uuid
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION atrest.enable_cmk(provider text, key_uri text) RETURNS void
-    AS 'MODULE_PATHNAME', 'atrest_enable_cmk' LANGUAGE C STRICT
+    AS 'MODULE_PATHNAME', 'atrest_enable_cmk' LANGUAGE C
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION atrest.disable_cmk() RETURNS void
@@ -357,7 +363,7 @@ CREATE FUNCTION atrest.recheck_keys() RETURNS void
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION atrest.provider_selftest(provider text, key_uri text) RETURNS text
-    AS 'MODULE_PATHNAME', 'atrest_provider_selftest' LANGUAGE C STRICT;
+    AS 'MODULE_PATHNAME', 'atrest_provider_selftest' LANGUAGE C;
 
 CREATE FUNCTION atrest._session_key_state(
     OUT cache_loaded boolean, OUT last_unwrap timestamptz, OUT last_error text,
@@ -368,7 +374,7 @@ CREATE FUNCTION atrest._service_key_source() RETURNS text
     AS 'MODULE_PATHNAME', 'atrest_service_key_source' LANGUAGE C STABLE;
 
 CREATE FUNCTION atrest._active_key_version(class_id integer) RETURNS integer
-    AS 'MODULE_PATHNAME', 'atrest_active_key_version' LANGUAGE C STABLE STRICT;
+    AS 'MODULE_PATHNAME', 'atrest_active_key_version' LANGUAGE C STABLE;
 
 -- atrest.reencrypt: move a column's values to its class's active data key,
 -- in batches of row updates (no table lock beyond ROW EXCLUSIVE), one
@@ -380,12 +386,12 @@ CREATE FUNCTION atrest._active_key_version(class_id integer) RETURNS integer
 -- WARNING.  Transaction control rules out a SET clause here, hence the
 -- schema-qualified body.
 CREATE FUNCTION atrest._reencrypt_targets(rel regclass, col name) RETURNS regclass[]
-    AS 'MODULE_PATHNAME', 'atrest_reencrypt_targets' LANGUAGE C STRICT;
+    AS 'MODULE_PATHNAME', 'atrest_reencrypt_targets' LANGUAGE C;
 CREATE FUNCTION atrest._reencrypt_batch(root regclass, part regclass, col name, batch_size integer)
     RETURNS bigint
-    AS 'MODULE_PATHNAME', 'atrest_reencrypt_batch' LANGUAGE C STRICT;
+    AS 'MODULE_PATHNAME', 'atrest_reencrypt_batch' LANGUAGE C;
 CREATE FUNCTION atrest._reencrypt_pending(root regclass, part regclass, col name) RETURNS boolean
-    AS 'MODULE_PATHNAME', 'atrest_reencrypt_pending' LANGUAGE C STRICT;
+    AS 'MODULE_PATHNAME', 'atrest_reencrypt_pending' LANGUAGE C;
 
 CREATE PROCEDURE atrest.reencrypt(rel regclass, col name, batch_size integer DEFAULT 1000,
                                   lock_wait interval DEFAULT '1 minute',
@@ -398,13 +404,19 @@ DECLARE
     n        bigint;
     deadline timestamptz;
 BEGIN
-    IF rel IS NULL OR col IS NULL THEN
-        RAISE EXCEPTION 'rel and col must not be null' USING ERRCODE = '22004';
+    IF rel IS NULL THEN
+        RAISE EXCEPTION 'rel must not be null' USING ERRCODE = '22004';
+    ELSIF col IS NULL THEN
+        RAISE EXCEPTION 'col must not be null' USING ERRCODE = '22004';
+    ELSIF batch_size IS NULL THEN
+        RAISE EXCEPTION 'batch_size must not be null' USING ERRCODE = '22004';
+    ELSIF lock_wait IS NULL THEN
+        RAISE EXCEPTION 'lock_wait must not be null' USING ERRCODE = '22004';
     END IF;
-    IF batch_size IS NULL OR batch_size < 1 THEN
+    IF batch_size OPERATOR(pg_catalog.<) 1 THEN
         RAISE EXCEPTION 'batch_size must be at least 1' USING ERRCODE = '22023';
     END IF;
-    IF lock_wait IS NULL OR lock_wait OPERATOR(pg_catalog.<) interval '0' THEN
+    IF lock_wait OPERATOR(pg_catalog.<) interval '0' THEN
         RAISE EXCEPTION 'lock_wait must not be negative' USING ERRCODE = '22023';
     END IF;
     rows_rewritten := 0;
@@ -479,7 +491,7 @@ AS $$
 $$;
 
 CREATE FUNCTION atrest.retire_data_key(key_class text, key_version integer) RETURNS void
-    AS 'MODULE_PATHNAME', 'atrest_retire_data_key' LANGUAGE C STRICT
+    AS 'MODULE_PATHNAME', 'atrest_retire_data_key' LANGUAGE C
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
 REVOKE ALL ON FUNCTION
@@ -993,13 +1005,13 @@ $$;
 CREATE FUNCTION atrest._purge_batch(rel regclass, time_column name, cutoff timestamptz,
                                     batch_size integer)
 RETURNS bigint
-AS 'MODULE_PATHNAME', 'atrest_purge_batch' LANGUAGE C STRICT;
+AS 'MODULE_PATHNAME', 'atrest_purge_batch' LANGUAGE C;
 
 -- How many rows of rel have expired, counted as the table's owner; NULL when
 -- the table or its timestamp column is gone (src/retention.c).
 CREATE FUNCTION atrest._expired_rows(rel regclass, time_column name, cutoff timestamptz)
 RETURNS bigint
-AS 'MODULE_PATHNAME', 'atrest_expired_rows' LANGUAGE C STRICT;
+AS 'MODULE_PATHNAME', 'atrest_expired_rows' LANGUAGE C;
 
 CREATE FUNCTION atrest._record_purge_run(rel regclass, started_at timestamptz, rows_deleted bigint,
                                          batches integer, via text, error text)
@@ -1030,7 +1042,9 @@ DECLARE
     state   text;
     msg     text;
 BEGIN
-    IF batch_size IS NULL OR batch_size < 1 THEN
+    IF batch_size IS NULL THEN
+        RAISE EXCEPTION 'batch_size must not be null' USING ERRCODE = '22004';
+    ELSIF batch_size < 1 THEN
         RAISE EXCEPTION 'batch_size must be at least 1' USING ERRCODE = '22023';
     END IF;
     FOR p IN SELECT * FROM atrest._purgeable_policies() LOOP
@@ -1078,7 +1092,9 @@ DECLARE
     state    text;
     msg      text;
 BEGIN
-    IF batch_size IS NULL OR batch_size < 1 THEN
+    IF batch_size IS NULL THEN
+        RAISE EXCEPTION 'batch_size must not be null' USING ERRCODE = '22004';
+    ELSIF batch_size < 1 THEN
         RAISE EXCEPTION 'batch_size must be at least 1' USING ERRCODE = '22023';
     END IF;
     SELECT pg_catalog.array_agg(pp) INTO policies FROM atrest._purgeable_policies() pp;

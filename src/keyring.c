@@ -1122,16 +1122,6 @@ ValidClassName(const char *name)
 	return true;
 }
 
-/* ereport 22004 if argument "argno" (named "what") is NULL. */
-static void
-RequireArgument(FunctionCallInfo fcinfo, int argno, const char *fn, const char *what)
-{
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("argument \"%s\" of %s must not be null", what, fn)));
-}
-
 /*
  * atrest.create_key_class(name text, compress boolean DEFAULT true)
  * RETURNS integer: a new key class with its first data key.  1.0 declared
@@ -1427,12 +1417,16 @@ PG_FUNCTION_INFO_V1(atrest_enable_cmk);
 Datum
 atrest_enable_cmk(PG_FUNCTION_ARGS)
 {
-	char	   *provider = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	char	   *key_uri = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	char	   *provider;
+	char	   *key_uri;
 	char	   *kver = NULL;
 	bytea	   *wrapped;
 	const char *from;
 
+	RequireArgument(fcinfo, 0, "atrest.enable_cmk", "provider");
+	RequireArgument(fcinfo, 1, "atrest.enable_cmk", "key_uri");
+	provider = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	key_uri = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	(void) ProviderLookup(provider);
 	SPI_connect();
 	LockKeyTables();
@@ -1543,11 +1537,15 @@ PG_FUNCTION_INFO_V1(atrest_provider_selftest);
 Datum
 atrest_provider_selftest(PG_FUNCTION_ARGS)
 {
-	char	   *provider = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	char	   *key_uri = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	char	   *provider;
+	char	   *key_uri;
 	unsigned char probe[WRAPPED_KEY_LEN];
 	char	   *kver = NULL;
 
+	RequireArgument(fcinfo, 0, "atrest.provider_selftest", "provider");
+	RequireArgument(fcinfo, 1, "atrest.provider_selftest", "key_uri");
+	provider = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	key_uri = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	if (RAND_bytes(probe, sizeof(probe)) != 1)
 		elog(ERROR, "pg_atrest: RAND_bytes failed");
 	(void) ProviderRoundTrip(provider, key_uri, probe, sizeof(probe), &kver);
@@ -1590,6 +1588,7 @@ PG_FUNCTION_INFO_V1(atrest_active_key_version);
 Datum
 atrest_active_key_version(PG_FUNCTION_ARGS)
 {
+	RequireArgument(fcinfo, 0, "atrest._active_key_version", "class_id");
 	PG_RETURN_INT32((int32) KeyringActiveVersion(PG_GETARG_INT32(0)));
 }
 
@@ -1853,14 +1852,19 @@ PG_FUNCTION_INFO_V1(atrest_retire_data_key);
 Datum
 atrest_retire_data_key(PG_FUNCTION_ARGS)
 {
-	char	   *class_name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	int32		version = PG_GETARG_INT32(1);
+	char	   *class_name;
+	int32		version;
 	int32		class_id;
 	Oid			types[2] = {INT4OID, INT4OID};
 	Datum		values[2];
 	bool		isnull;
 	bool		retired;
 	int32		active;
+
+	RequireArgument(fcinfo, 0, "atrest.retire_data_key", "key_class");
+	RequireArgument(fcinfo, 1, "atrest.retire_data_key", "key_version");
+	class_name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	version = PG_GETARG_INT32(1);
 
 	/* before any lock of ours: the waited-for may be waiting for the key lock */
 	WaitForRunningTransactions();

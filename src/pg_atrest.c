@@ -68,3 +68,18 @@ _PG_init(void)
 	EmitWarningsOnPlaceholders("atrest");
 #endif
 }
+
+/*
+ * ereport 22004 if argument "argno" (named "what") of SQL function "fn" is
+ * NULL.  SQL functions are declared CALLED ON NULL INPUT where a NULL
+ * argument means nothing, so that it is an error rather than a NULL result
+ * that looks like success.
+ */
+void
+RequireArgument(FunctionCallInfo fcinfo, int argno, const char *fn, const char *what)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("argument \"%s\" of %s must not be null", what, fn)));
+}

@@ -9,6 +9,7 @@
 #ifndef PG_ATREST_H
 #define PG_ATREST_H
 
+#include "fmgr.h"
 #include "utils/elog.h"
 
 #define ATREST_SCHEMA			"atrest"
@@ -30,6 +31,7 @@ extern int	atrest_key_cache_ttl;
 
 /* small helpers */
 extern int	HexDigitValue(char c);
+extern void RequireArgument(FunctionCallInfo fcinfo, int argno, const char *fn, const char *what);
 
 /* subsystem initialisation, called from _PG_init */
 extern void KeyringInit(void);

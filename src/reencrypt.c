@@ -166,8 +166,8 @@ PG_FUNCTION_INFO_V1(atrest_reencrypt_targets);
 Datum
 atrest_reencrypt_targets(PG_FUNCTION_ARGS)
 {
-	Oid			root = PG_GETARG_OID(0);
-	char	   *colname = NameStr(*PG_GETARG_NAME(1));
+	Oid			root;
+	char	   *colname;
 	char		relkind;
 	Oid			typid;
 	int32		typmod;
@@ -178,6 +178,10 @@ atrest_reencrypt_targets(PG_FUNCTION_ARGS)
 	Datum	   *elems;
 	int			n = 0;
 
+	RequireArgument(fcinfo, 0, "atrest._reencrypt_targets", "rel");
+	RequireArgument(fcinfo, 1, "atrest._reencrypt_targets", "col");
+	root = PG_GETARG_OID(0);
+	colname = NameStr(*PG_GETARG_NAME(1));
 	CheckCaller(root, root, colname);
 	relkind = get_rel_relkind(root);
 	if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE)
@@ -216,10 +220,10 @@ PG_FUNCTION_INFO_V1(atrest_reencrypt_batch);
 Datum
 atrest_reencrypt_batch(PG_FUNCTION_ARGS)
 {
-	Oid			root = PG_GETARG_OID(0);
-	Oid			part = PG_GETARG_OID(1);
-	char	   *colname = NameStr(*PG_GETARG_NAME(2));
-	int32		batch_size = PG_GETARG_INT32(3);
+	Oid			root;
+	Oid			part;
+	char	   *colname;
+	int32		batch_size;
 	Relation	rel;
 	int32		class_id;
 	char	   *relname;
@@ -231,6 +235,14 @@ atrest_reencrypt_batch(PG_FUNCTION_ARGS)
 	int			rc;
 	uint64		done;
 
+	RequireArgument(fcinfo, 0, "atrest._reencrypt_batch", "root");
+	RequireArgument(fcinfo, 1, "atrest._reencrypt_batch", "part");
+	RequireArgument(fcinfo, 2, "atrest._reencrypt_batch", "col");
+	RequireArgument(fcinfo, 3, "atrest._reencrypt_batch", "batch_size");
+	root = PG_GETARG_OID(0);
+	part = PG_GETARG_OID(1);
+	colname = NameStr(*PG_GETARG_NAME(2));
+	batch_size = PG_GETARG_INT32(3);
 	if (batch_size < 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -272,9 +284,9 @@ PG_FUNCTION_INFO_V1(atrest_reencrypt_pending);
 Datum
 atrest_reencrypt_pending(PG_FUNCTION_ARGS)
 {
-	Oid			root = PG_GETARG_OID(0);
-	Oid			part = PG_GETARG_OID(1);
-	char	   *colname = NameStr(*PG_GETARG_NAME(2));
+	Oid			root;
+	Oid			part;
+	char	   *colname;
 	Relation	rel;
 	int32		class_id;
 	const char *col;
@@ -285,6 +297,12 @@ atrest_reencrypt_pending(PG_FUNCTION_ARGS)
 	int			rc;
 	bool		pending;
 
+	RequireArgument(fcinfo, 0, "atrest._reencrypt_pending", "root");
+	RequireArgument(fcinfo, 1, "atrest._reencrypt_pending", "part");
+	RequireArgument(fcinfo, 2, "atrest._reencrypt_pending", "col");
+	root = PG_GETARG_OID(0);
+	part = PG_GETARG_OID(1);
+	colname = NameStr(*PG_GETARG_NAME(2));
 	CheckCaller(root, part, colname);
 	rel = OpenTarget(part, colname, AccessShareLock, &class_id);
 	col = quote_identifier(colname);

@@ -27,6 +27,7 @@
 #include "utils/timestamp.h"
 
 #include "owner.h"
+#include "pg_atrest.h"
 
 /*
  * Open and lock the table of a policy and check its time column.  With
@@ -105,10 +106,10 @@ PG_FUNCTION_INFO_V1(atrest_purge_batch);
 Datum
 atrest_purge_batch(PG_FUNCTION_ARGS)
 {
-	Oid			relid = PG_GETARG_OID(0);
-	Name		colname = PG_GETARG_NAME(1);
-	TimestampTz cutoff = PG_GETARG_TIMESTAMPTZ(2);
-	int32		batch_size = PG_GETARG_INT32(3);
+	Oid			relid;
+	Name		colname;
+	TimestampTz cutoff;
+	int32		batch_size;
 	Relation	rel;
 	char	   *relname;
 	const char *col;
@@ -119,6 +120,14 @@ atrest_purge_batch(PG_FUNCTION_ARGS)
 	int			rc;
 	uint64		deleted;
 
+	RequireArgument(fcinfo, 0, "atrest._purge_batch", "rel");
+	RequireArgument(fcinfo, 1, "atrest._purge_batch", "time_column");
+	RequireArgument(fcinfo, 2, "atrest._purge_batch", "cutoff");
+	RequireArgument(fcinfo, 3, "atrest._purge_batch", "batch_size");
+	relid = PG_GETARG_OID(0);
+	colname = PG_GETARG_NAME(1);
+	cutoff = PG_GETARG_TIMESTAMPTZ(2);
+	batch_size = PG_GETARG_INT32(3);
 	if (batch_size < 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -162,9 +171,9 @@ PG_FUNCTION_INFO_V1(atrest_expired_rows);
 Datum
 atrest_expired_rows(PG_FUNCTION_ARGS)
 {
-	Oid			relid = PG_GETARG_OID(0);
-	Name		colname = PG_GETARG_NAME(1);
-	TimestampTz cutoff = PG_GETARG_TIMESTAMPTZ(2);
+	Oid			relid;
+	Name		colname;
+	TimestampTz cutoff;
 	Relation	rel;
 	char	   *query;
 	Oid			argtypes[1] = {TIMESTAMPTZOID};
@@ -174,6 +183,12 @@ atrest_expired_rows(PG_FUNCTION_ARGS)
 	bool		isnull;
 	int64		count;
 
+	RequireArgument(fcinfo, 0, "atrest._expired_rows", "rel");
+	RequireArgument(fcinfo, 1, "atrest._expired_rows", "time_column");
+	RequireArgument(fcinfo, 2, "atrest._expired_rows", "cutoff");
+	relid = PG_GETARG_OID(0);
+	colname = PG_GETARG_NAME(1);
+	cutoff = PG_GETARG_TIMESTAMPTZ(2);
 	rel = OpenPolicyTable(relid, NameStr(*colname), AccessShareLock, true);
 	if (rel == NULL)
 		PG_RETURN_NULL();
