@@ -13,6 +13,7 @@ OBJS = \
 	src/provider_service.o \
 	src/provider_pkcs11.o \
 	src/provider_command.o \
+	src/provider_azure.o \
 	src/parse_core.o \
 	src/kms_answer.o \
 	src/store.o
@@ -24,7 +25,7 @@ REGRESS_OPTS = --inputdir=. --outputdir=. --load-extension=pg_atrest
 
 PG_CPPFLAGS = -I/usr/include/p11-kit-1 -Wall -Wextra -Werror \
 	-Wno-unused-parameter -Wno-sign-compare -Wno-missing-field-initializers
-SHLIB_LINK = -lcrypto -llz4
+SHLIB_LINK = -lcrypto -llz4 -lcurl
 
 EXTRA_CLEAN = results regression.diffs regression.out tmp_check log
 
