@@ -664,10 +664,15 @@ HttpRequest(const char *what, const char *url, const char *const *headers, int n
 							   azure_timeout);
 			return false;
 		}
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 (long) wait, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
+		/* The latch may be set for unrelated reasons: sleep the full wait. */
+		for (int64 until = MonotonicMs() + wait, left = wait; left > 0;
+			 left = until - MonotonicMs())
+		{
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 (long) left, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+		}
 	}
 }
 
