@@ -124,6 +124,25 @@ sub log_since { return substr(PostgreSQL::Test::Utils::slurp_file($node->logfile
 
 my $uri = "https://$vault/keys/cmk1";
 
+# --- settings: superuser-only, reloaded with the configuration ---------------------------
+my @named = map { "atrest.azure_$_" }
+  qw(identity_endpoint client_id tenant_id client_secret_file authority ca_file connect_to);
+is( $node->safe_psql(
+		'postgres',
+		"SELECT string_agg(DISTINCT context, ',') FROM pg_settings WHERE name IN ("
+		  . join(',', map { "'$_'" } @named) . ")"),
+	'sighup',
+	'the azure settings that name endpoints, identities and files change only with a reload');
+$node->safe_psql('postgres', 'CREATE ROLE azure_user');
+foreach my $s (@named)
+{
+	like(fails("SET ROLE azure_user; SHOW $s"), qr/42501/, "$s: hidden from other roles");
+}
+like(fails("SET ROLE azure_user; SET atrest.azure_timeout = 600"), qr/42501/,
+	'atrest.azure_timeout: only a superuser sets it');
+like(fails("ALTER SYSTEM SET atrest.azure_authority = 'http://login.example.com'"),
+	qr/22023/, 'the authority must be https (the client secret is sent there)');
+
 # --- key URIs --------------------------------------------------------------------------
 foreach my $bad ("https://evil.example.com/keys/cmk1", "http://$vault/keys/cmk1",
 	"https://$vault/secrets/cmk1", "https://$vault:8443/keys/cmk1",
