@@ -14,6 +14,7 @@ OBJS = \
 	src/provider_pkcs11.o \
 	src/provider_command.o \
 	src/provider_azure.o \
+	src/azure_client.o \
 	src/parse_core.o \
 	src/kms_answer.o \
 	src/store.o
