@@ -15,6 +15,8 @@ OBJS = \
 	src/provider_pkcs11.o \
 	src/provider_command.o \
 	src/subprocess.o \
+	src/provider_azure.o \
+	src/azure_client.o \
 	src/parse_core.o \
 	src/kms_answer.o \
 	src/store.o \
@@ -29,7 +31,7 @@ REGRESS_OPTS = --inputdir=. --outputdir=. --load-extension=pg_atrest
 
 PG_CPPFLAGS = -I/usr/include/p11-kit-1 -Wall -Wextra -Werror \
 	-Wno-unused-parameter -Wno-sign-compare -Wno-missing-field-initializers
-SHLIB_LINK = -lcrypto -llz4
+SHLIB_LINK = -lcrypto -llz4 -lcurl
 
 EXTRA_CLEAN = results regression.diffs regression.out tmp_check log
 

@@ -14,6 +14,7 @@
 static const AtrestProvider *const providers[] = {
 	&AtrestPkcs11Provider,
 	&AtrestCommandProvider,
+	&AtrestAzureProvider,
 };
 
 const AtrestProvider *
@@ -25,7 +26,7 @@ ProviderLookup(const char *name)
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("unknown key provider \"%s\"", name),
-			 errhint("The providers are \"pkcs11\" and \"command\".")));
+			 errhint("The providers are \"pkcs11\", \"command\" and \"azure\".")));
 	return NULL;				/* keep compiler quiet */
 }
 

@@ -56,6 +56,7 @@ typedef struct AtrestProvider
 
 extern const AtrestProvider AtrestPkcs11Provider;
 extern const AtrestProvider AtrestCommandProvider;
+extern const AtrestProvider AtrestAzureProvider;
 
 /* Find a provider by name; ereport(ERROR) naming the known ones if unknown. */
 extern const AtrestProvider *ProviderLookup(const char *name);
@@ -74,5 +75,6 @@ extern const char *SecretFilePermissionProblem(const struct stat *st);
 /* Settings owned by the providers, defined in their files. */
 extern void Pkcs11ProviderInit(void);
 extern void CommandProviderInit(void);
+extern void AzureProviderInit(void);
 
 #endif							/* ATREST_PROVIDER_H */
