@@ -574,6 +574,7 @@ static char *
 ReadClientSecret(char *buf, size_t bufsize)
 {
 	struct stat st;
+	const char *problem;
 	int			fd;
 	ssize_t		n;
 
@@ -582,16 +583,17 @@ ReadClientSecret(char *buf, size_t bufsize)
 	fd = open(azure_client_secret_file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		return psprintf("could not open atrest.azure_client_secret_file: %s", strerror(errno));
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+	if (fstat(fd, &st) != 0)
 	{
+		int			save_errno = errno;
+
 		close(fd);
-		return pstrdup("atrest.azure_client_secret_file is not a regular file");
+		return psprintf("could not stat atrest.azure_client_secret_file: %s", strerror(save_errno));
 	}
-	if (!((st.st_uid == geteuid() && (st.st_mode & (S_IRWXG | S_IRWXO)) == 0) ||
-		  (st.st_uid == 0 && (st.st_mode & (S_IWGRP | S_IXGRP | S_IRWXO)) == 0)))
+	if ((problem = SecretFilePermissionProblem(&st)) != NULL)
 	{
 		close(fd);
-		return pstrdup("atrest.azure_client_secret_file has unsafe permissions: it must be owned by the server's user with mode 0600 or less, or by root with mode 0640 or less");
+		return psprintf("atrest.azure_client_secret_file is refused: %s", problem);
 	}
 	n = read(fd, buf, bufsize - 1);
 	close(fd);
