@@ -277,8 +277,8 @@ ReadKeyFile(const char *path, ServiceKeySet *set)
 		problem = DecodeKeySource(text, n, set);
 	explicit_bzero(text, sizeof(text));
 	if (problem != NULL)
-		ServiceKeyFail(psprintf("The service key file does not hold service keys (64 hexadecimal digits, or ID:64 hexadecimal digits, one a line): %s.", problem),
-					   psprintf("Service key file \"%s\" does not hold service keys (64 hexadecimal digits, or ID:64 hexadecimal digits, one a line): %s.", path, problem));
+		ServiceKeyFail(psprintf("The service key file cannot be used: %s.", problem),
+					   psprintf("Service key file \"%s\" cannot be used: %s.", path, problem));
 }
 
 /*
@@ -328,7 +328,7 @@ RunKeyCommand(const char *command, ServiceKeySet *set)
 	if (ok && problem == NULL)
 		return;
 	if (ok)
-		ServiceKeyFail(psprintf("atrest.service_key_command did not print service keys (64 hexadecimal digits, or ID:64 hexadecimal digits, one a line): %s.",
+		ServiceKeyFail(psprintf("atrest.service_key_command did not print usable service keys: %s.",
 								problem), NULL);
 
 	if (!started)
