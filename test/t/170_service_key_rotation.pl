@@ -162,7 +162,7 @@ EOS
 	local $ENV{PGHOST} = $node->host;
 	local $ENV{PGPORT} = $node->port;
 	my ($out, $err) = run_command([ 'bash', '-c', $loop ]);
-	is($out, join('', map { "$_|2|t|2|f\n" } qw(db1 db2 db3 dbc postgres)),
+	is($out, join("\n", map { "$_|2|t|2|f" } qw(db1 db2 db3 dbc postgres)),
 		'the loop over all databases shows none needs service key id 1 any more');
 }
 
