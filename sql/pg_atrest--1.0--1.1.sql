@@ -490,6 +490,45 @@ ALTER FUNCTION atrest.provider_selftest(text, text) CALLED ON NULL INPUT;
 ALTER FUNCTION atrest._active_key_version(integer) CALLED ON NULL INPUT;
 
 ------------------------------------------------------------------------------
+-- Versioned service keys (issue 17): every wrapped database key records the
+-- id of the service key it was wrapped with; every key 1.0 wrapped is under
+-- id 1 (a bare key line in the source).  key_status shows it;
+-- service_key_check() says whether rewrap() still has to move it.
+------------------------------------------------------------------------------
+
+ALTER TABLE atrest.database_keys
+    ADD COLUMN service_key_id integer NOT NULL DEFAULT 1 CHECK (service_key_id > 0);
+
+CREATE OR REPLACE VIEW atrest.key_status AS
+SELECT k.protector,
+       CASE WHEN k.protector = 'customer'
+            THEN k.provider || ' (' || k.key_uri || '), over the service key from ' || atrest._service_key_source()
+            ELSE atrest._service_key_source() END AS protector_source,
+       k.provider,
+       k.key_uri,
+       k.key_version,
+       k.protected_since,
+       k.id AS database_key_id,
+       k.created_at AS database_key_created,
+       (SELECT jsonb_object_agg(c.name, c.active_version ORDER BY c.id)
+          FROM atrest.key_classes c) AS active_data_key_versions,
+       (SELECT count(*) FROM atrest.data_keys) AS data_key_versions,
+       current_setting('atrest.key_cache_ttl')::interval AS cache_ttl,
+       s.last_unwrap AS session_last_unwrap,
+       s.last_error AS session_last_error,
+       s.memory_locked AS session_memory_locked,
+       k.service_key_id
+  FROM atrest.database_keys k, atrest._session_key_state() s
+ WHERE k.active;
+
+CREATE FUNCTION atrest.service_key_check(
+    OUT database name, OUT service_key_id integer, OUT service_key_available boolean,
+    OUT newest_service_key_id integer, OUT rewrap_needed boolean)
+    AS 'MODULE_PATHNAME', 'atrest_service_key_check' LANGUAGE C
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION atrest.service_key_check() FROM PUBLIC;
+
+------------------------------------------------------------------------------
 -- Review finding 13: nothing in the schema is PUBLIC's unless granted; keep
 -- this section last (mirrors the last section of pg_atrest--1.1.sql).
 ------------------------------------------------------------------------------

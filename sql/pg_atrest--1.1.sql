@@ -97,6 +97,9 @@ CREATE TABLE atrest.database_keys (
     protected_since timestamptz NOT NULL DEFAULT now(),
     wrapped         bytea,
     recheck_at      timestamptz,
+    -- the service key (its id in the key source) under which "wrapped" was
+    -- sealed (1.1; every key 1.0 wrapped is under id 1)
+    service_key_id  integer NOT NULL DEFAULT 1 CHECK (service_key_id > 0),
     CHECK (active = (wrapped IS NOT NULL)),
     CHECK ((protector = 'customer') = (provider IS NOT NULL AND key_uri IS NOT NULL))
 );
@@ -521,11 +524,27 @@ SELECT k.protector,
        current_setting('atrest.key_cache_ttl')::interval AS cache_ttl,
        s.last_unwrap AS session_last_unwrap,
        s.last_error AS session_last_error,
-       s.memory_locked AS session_memory_locked
+       s.memory_locked AS session_memory_locked,
+       k.service_key_id
   FROM atrest.database_keys k, atrest._session_key_state() s
  WHERE k.active;
 
 REVOKE ALL ON atrest.key_status FROM PUBLIC;
+
+------------------------------------------------------------------------------
+-- Versioned service keys (src/provider_service.c): which service key this
+-- database's key is wrapped with, whether the key source still holds it, and
+-- whether atrest.rewrap() has to move it to the newest before an older key
+-- may leave the source.  One database per call: run it in every database
+-- (README, "Rotating the service key").
+------------------------------------------------------------------------------
+
+CREATE FUNCTION atrest.service_key_check(
+    OUT database name, OUT service_key_id integer, OUT service_key_available boolean,
+    OUT newest_service_key_id integer, OUT rewrap_needed boolean)
+    AS 'MODULE_PATHNAME', 'atrest_service_key_check' LANGUAGE C
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION atrest.service_key_check() FROM PUBLIC;
 
 ------------------------------------------------------------------------------
 -- The first keys of this database.

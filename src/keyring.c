@@ -12,6 +12,13 @@
  * then the result under the CMK by its provider (provider.h), so reading
  * needs both, and a provider only ever sees ciphertext.
  *
+ * Service keys are versioned (provider_service.c): the active row records in
+ * service_key_id (added by 1.1; absent in a 1.0 database, whose keys are all
+ * under id 1) the service key its inner wrapping used, and unwrapping asks
+ * for exactly that one.  New wraps use the newest service key; rewrap()
+ * moves the inner wrapping to it, keeping the CMK layer (unwrap both, wrap
+ * under the newest service key, wrap that under the CMK again).
+ *
  * Cache invariants: each backend holds the database key and every data key of
  * its database in secure slots (secure_mem.c), loaded on first use by
  * scanning the key tables directly (no SQL, no privilege check: a role that
@@ -44,6 +51,7 @@
 #include "catalog/pg_am.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "funcapi.h"
@@ -104,6 +112,7 @@ typedef struct RootInfo
 	char	   *provider;
 	char	   *key_uri;
 	char	   *key_version;
+	int32		service_key_id; /* of the inner wrapping; 1 in a 1.0 database */
 	bytea	   *wrapped;
 } RootInfo;
 
@@ -376,7 +385,35 @@ typedef struct RootScan
 {
 	bool		found;
 	RootInfo   *info;
+	int			svc_attnum;		/* 0: not looked up yet; -1: no such column */
 } RootScan;
+
+/*
+ * The attribute number of database_keys.service_key_id, added by 1.1 at the
+ * end of the table; -1 in a database still at 1.0, whose database keys are
+ * all wrapped under service key id 1.
+ */
+static int
+ServiceKeyIdAttnum(TupleDesc desc)
+{
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (!att->attisdropped && att->atttypid == INT4OID &&
+			strcmp(NameStr(att->attname), "service_key_id") == 0)
+			return i + 1;
+	}
+	return -1;
+}
+
+/* Whether atrest.database_keys has service_key_id (1.1), for writers. */
+static bool
+HasServiceKeyIdColumn(void)
+{
+	ResolveKeyTables();
+	return get_attnum(dbkeys_oid, "service_key_id") != InvalidAttrNumber;
+}
 
 static void
 RootRow(HeapTuple tup, TupleDesc desc, void *arg)
@@ -396,6 +433,15 @@ RootRow(HeapTuple tup, TupleDesc desc, void *arg)
 	rs->info->provider = GetTextCol(tup, desc, Anum_database_keys_provider);
 	rs->info->key_uri = GetTextCol(tup, desc, Anum_database_keys_key_uri);
 	rs->info->key_version = GetTextCol(tup, desc, Anum_database_keys_key_version);
+	if (rs->svc_attnum == 0)
+		rs->svc_attnum = ServiceKeyIdAttnum(desc);
+	rs->info->service_key_id = 1;
+	if (rs->svc_attnum > 0)
+	{
+		d = GetCol(tup, desc, rs->svc_attnum, &isnull);
+		if (!isnull)
+			rs->info->service_key_id = DatumGetInt32(d);
+	}
 	d = GetCol(tup, desc, Anum_database_keys_wrapped, &isnull);
 	rs->info->wrapped = isnull ? NULL : DatumGetByteaPCopy(d);
 }
@@ -407,7 +453,7 @@ RootRow(HeapTuple tup, TupleDesc desc, void *arg)
 static void
 ReadRoot(RootInfo *info, Snapshot snapshot)
 {
-	RootScan	rs = {false, info};
+	RootScan	rs = {false, info, 0};
 
 	ResolveKeyTables();
 	memset(info, 0, sizeof(RootInfo));
@@ -476,26 +522,33 @@ ProviderFailed(const char *provider, const char *key_uri, const char *reason)
 
 /*
  * Seal the database key under the service key: the inner wrapping, which is
- * what a CMK provider then wraps again.
+ * what a CMK provider then wraps again.  It uses the newest service key, and
+ * says which in *svc_id; in a 1.0 database, which cannot record that id, it
+ * uses id 1.
  */
 static bytea *
-ServiceWrap(const unsigned char *dbk, const pg_uuid_t *id)
+ServiceWrap(const unsigned char *dbk, const pg_uuid_t *id, int32 *svc_id)
 {
 	unsigned char aad[64];
 	size_t		aadlen = DbkAad(id, aad);
+	const unsigned char *svc;
 
-	return WrapKey(ServiceKeyGet(false, false), dbk, aad, aadlen);
+	svc = ServiceKeyGet(HasServiceKeyIdColumn() ? 0 : 1, false, false, svc_id);
+	return WrapKey(svc, dbk, aad, aadlen);
 }
 
-/* Reload the service key, remembering a failure for key_status. */
+/*
+ * Reload the service key source and return key "svc_id", remembering a
+ * failure for key_status.
+ */
 static const unsigned char *
-ServiceKeyReload(void)
+ServiceKeyReload(int32 svc_id)
 {
 	const unsigned char *svc = NULL;
 
 	PG_TRY();
 	{
-		svc = ServiceKeyGet(true, false);
+		svc = ServiceKeyGet(svc_id, true, false, NULL);
 	}
 	PG_CATCH();
 	{
@@ -537,7 +590,7 @@ UnwrapDatabaseKey(const RootInfo *root, unsigned char *out)
 		memcpy(VARDATA(inner), buf, len);
 	}
 
-	svc = ServiceKeyReload();
+	svc = ServiceKeyReload(root->service_key_id);
 	if (!UnwrapKey(svc, inner, aad, aadlen, out))
 	{
 		RememberError("the database key does not unwrap under the service key");
@@ -653,6 +706,7 @@ CopyRootInfo(RootInfo *dst, const RootInfo *src, MemoryContext cxt)
 	dst->provider = src->provider ? MemoryContextStrdup(cxt, src->provider) : NULL;
 	dst->key_uri = src->key_uri ? MemoryContextStrdup(cxt, src->key_uri) : NULL;
 	dst->key_version = src->key_version ? MemoryContextStrdup(cxt, src->key_version) : NULL;
+	dst->service_key_id = src->service_key_id;
 	dst->wrapped = MemoryContextAlloc(cxt, VARSIZE(src->wrapped));
 	memcpy(dst->wrapped, src->wrapped, VARSIZE(src->wrapped));
 }
@@ -1080,8 +1134,9 @@ atrest_bootstrap(PG_FUNCTION_ARGS)
 	{
 		List	   *classes = ReadKeyClasses(NULL);
 		ListCell   *lc;
-		Oid			types[2] = {UUIDOID, BYTEAOID};
-		Datum		values[2];
+		Oid			types[3] = {UUIDOID, BYTEAOID, INT4OID};
+		Datum		values[3];
+		int32		svc_id;
 
 		RandomUuid(id);
 		RandomKey(dbk);
@@ -1091,11 +1146,16 @@ atrest_bootstrap(PG_FUNCTION_ARGS)
 		 * open none of them.
 		 */
 		SpiExec("SELECT 1 FROM atrest.database_keys LIMIT 1", 0, NULL, NULL, NULL, SPI_OK_SELECT);
-		(void) ServiceKeyGet(false, SPI_processed == 0);
+		(void) ServiceKeyGet(0, false, SPI_processed == 0, &svc_id);
 		values[0] = UUIDPGetDatum(id);
-		values[1] = PointerGetDatum(ServiceWrap(dbk, id));
-		SpiExec("INSERT INTO atrest.database_keys (id, active, protector, wrapped) "
-				"VALUES ($1, true, 'service', $2)", 2, types, values, NULL, SPI_OK_INSERT);
+		values[1] = PointerGetDatum(ServiceWrap(dbk, id, &svc_id));
+		values[2] = Int32GetDatum(svc_id);
+		if (HasServiceKeyIdColumn())
+			SpiExec("INSERT INTO atrest.database_keys (id, active, protector, wrapped, service_key_id) "
+					"VALUES ($1, true, 'service', $2, $3)", 3, types, values, NULL, SPI_OK_INSERT);
+		else
+			SpiExec("INSERT INTO atrest.database_keys (id, active, protector, wrapped) "
+					"VALUES ($1, true, 'service', $2)", 2, types, values, NULL, SPI_OK_INSERT);
 		foreach(lc, classes)
 			InsertDataKey(dbk, id, ((KeyClass *) lfirst(lc))->id, 1);
 		LogKeyEvent("create_database_key", NULL, 0, "service", NULL, NULL, "ok", NULL);
@@ -1289,15 +1349,17 @@ ProviderRoundTrip(const char *provider, const char *key_uri,
 
 /*
  * Write a new wrapped form for the active database key (same id): under the
- * service key alone (provider NULL), or additionally under a CMK.  Returns
- * the provider's key version for a CMK.  The proof round trip happens before
+ * newest service key alone (provider NULL), or additionally under a CMK.
+ * Sets *svc_id to the service key's id, and *key_version to the provider's
+ * key version for a CMK.  The proof round trip happens before
  * anything is written; ereport(ERROR) leaves the state unchanged.
  */
 static bytea *
 ProtectDatabaseKey(const unsigned char *dbk, const pg_uuid_t *id,
-				   const char *provider, const char *key_uri, char **key_version)
+				   const char *provider, const char *key_uri, char **key_version,
+				   int32 *svc_id)
 {
-	bytea	   *inner = ServiceWrap(dbk, id);
+	bytea	   *inner = ServiceWrap(dbk, id, svc_id);
 
 	if (provider == NULL)
 		return inner;
@@ -1305,13 +1367,18 @@ ProtectDatabaseKey(const unsigned char *dbk, const pg_uuid_t *id,
 							 VARSIZE(inner) - VARHDRSZ, key_version);
 }
 
+/*
+ * Store a new wrapped form of the active database key, with what wrapped it;
+ * svc_id is the service key id of the inner wrapping (not stored in a 1.0
+ * database, where it is always 1).
+ */
 static void
 UpdateActiveRoot(const char *protector, const char *provider, const char *key_uri,
-				 const char *key_version, bytea *wrapped)
+				 const char *key_version, bytea *wrapped, int32 svc_id)
 {
-	Oid			types[5] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, BYTEAOID};
-	Datum		values[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	Oid			types[6] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, BYTEAOID, INT4OID};
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 	const char *texts[4] = {protector, provider, key_uri, key_version};
 
 	for (int i = 0; i < 4; i++)
@@ -1322,9 +1389,18 @@ UpdateActiveRoot(const char *protector, const char *provider, const char *key_ur
 			nulls[i] = 'n';
 	}
 	values[4] = PointerGetDatum(wrapped);
-	SpiExec("UPDATE atrest.database_keys SET protector = $1, provider = $2, key_uri = $3, "
-			"key_version = $4, wrapped = $5, protected_since = now() WHERE active",
-			5, types, values, nulls, SPI_OK_UPDATE);
+	values[5] = Int32GetDatum(svc_id);
+	if (HasServiceKeyIdColumn())
+		SpiExec("UPDATE atrest.database_keys SET protector = $1, provider = $2, key_uri = $3, "
+				"key_version = $4, wrapped = $5, service_key_id = $6, protected_since = now() WHERE active",
+				6, types, values, nulls, SPI_OK_UPDATE);
+	else
+	{
+		Assert(svc_id == 1);
+		SpiExec("UPDATE atrest.database_keys SET protector = $1, provider = $2, key_uri = $3, "
+				"key_version = $4, wrapped = $5, protected_since = now() WHERE active",
+				5, types, values, nulls, SPI_OK_UPDATE);
+	}
 }
 
 /*
@@ -1345,10 +1421,11 @@ atrest_rotate_database_key(PG_FUNCTION_ARGS)
 		DataKey    *dk;
 		char	   *kver = NULL;
 		bytea	   *wrapped;
-		Oid			types[7] = {UUIDOID, BYTEAOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, UUIDOID};
-		Datum		values[7];
-		char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+		Oid			types[8] = {UUIDOID, BYTEAOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, UUIDOID, INT4OID};
+		Datum		values[8];
+		char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 		RootInfo   *old;
+		int32		svc_id;
 
 		LockKeyTables();
 		KeyCacheEnsure();
@@ -1356,7 +1433,7 @@ atrest_rotate_database_key(PG_FUNCTION_ARGS)
 		RandomUuid(id);
 		RandomKey(dbk);
 		wrapped = ProtectDatabaseKey(dbk, id, old->customer ? old->provider : NULL,
-									 old->key_uri, &kver);
+									 old->key_uri, &kver, &svc_id);
 		values[0] = UUIDPGetDatum(id);
 		values[1] = PointerGetDatum(wrapped);
 		values[2] = CStringGetTextDatum(old->customer ? "customer" : "service");
@@ -1369,11 +1446,17 @@ atrest_rotate_database_key(PG_FUNCTION_ARGS)
 		else
 			nulls[3] = nulls[4] = nulls[5] = 'n';
 		values[6] = UUIDPGetDatum(&old->id);
+		values[7] = Int32GetDatum(svc_id);
 		SpiExec("UPDATE atrest.database_keys SET active = false, retired_at = now(), wrapped = NULL "
 				"WHERE id = $7", 7, types, values, nulls, SPI_OK_UPDATE);
-		SpiExec("INSERT INTO atrest.database_keys (id, active, protector, provider, key_uri, key_version, wrapped, protected_since) "
-				"SELECT $1, true, $3, $4, $5, $6, $2, protected_since FROM atrest.database_keys WHERE id = $7",
-				7, types, values, nulls, SPI_OK_INSERT);
+		if (HasServiceKeyIdColumn())
+			SpiExec("INSERT INTO atrest.database_keys (id, active, protector, provider, key_uri, key_version, wrapped, protected_since, service_key_id) "
+					"SELECT $1, true, $3, $4, $5, $6, $2, protected_since, $8 FROM atrest.database_keys WHERE id = $7",
+					8, types, values, nulls, SPI_OK_INSERT);
+		else
+			SpiExec("INSERT INTO atrest.database_keys (id, active, protector, provider, key_uri, key_version, wrapped, protected_since) "
+					"SELECT $1, true, $3, $4, $5, $6, $2, protected_since FROM atrest.database_keys WHERE id = $7",
+					7, types, values, nulls, SPI_OK_INSERT);
 
 		hash_seq_init(&status, cache.datakeys);
 		while ((dk = hash_seq_search(&status)) != NULL)
@@ -1422,6 +1505,7 @@ atrest_enable_cmk(PG_FUNCTION_ARGS)
 	char	   *kver = NULL;
 	bytea	   *wrapped;
 	const char *from;
+	int32		svc_id;
 
 	RequireArgument(fcinfo, 0, "atrest.enable_cmk", "provider");
 	RequireArgument(fcinfo, 1, "atrest.enable_cmk", "key_uri");
@@ -1432,8 +1516,8 @@ atrest_enable_cmk(PG_FUNCTION_ARGS)
 	LockKeyTables();
 	KeyCacheEnsure();
 	from = cache.root.customer ? psprintf("customer %s %s", cache.root.provider, cache.root.key_uri) : "service";
-	wrapped = ProtectDatabaseKey(cache.dbk, &cache.root.id, provider, key_uri, &kver);
-	UpdateActiveRoot("customer", provider, key_uri, kver, wrapped);
+	wrapped = ProtectDatabaseKey(cache.dbk, &cache.root.id, provider, key_uri, &kver, &svc_id);
+	UpdateActiveRoot("customer", provider, key_uri, kver, wrapped, svc_id);
 	LogKeyEvent("enable_cmk", NULL, 0, provider, key_uri, kver, "ok",
 				psprintf("database key re-wrapped; previously protected by %s", from));
 	SPI_finish();
@@ -1450,6 +1534,8 @@ atrest_disable_cmk(PG_FUNCTION_ARGS)
 {
 	char	   *provider;
 	char	   *key_uri;
+	bytea	   *wrapped;
+	int32		svc_id;
 
 	SPI_connect();
 	LockKeyTables();
@@ -1460,7 +1546,8 @@ atrest_disable_cmk(PG_FUNCTION_ARGS)
 				 errmsg("database key is not protected by a customer-managed key")));
 	provider = pstrdup(cache.root.provider);
 	key_uri = pstrdup(cache.root.key_uri);
-	UpdateActiveRoot("service", NULL, NULL, NULL, ServiceWrap(cache.dbk, &cache.root.id));
+	wrapped = ServiceWrap(cache.dbk, &cache.root.id, &svc_id);
+	UpdateActiveRoot("service", NULL, NULL, NULL, wrapped, svc_id);
 	LogKeyEvent("disable_cmk", NULL, 0, provider, key_uri, NULL, "ok",
 				"database key re-wrapped under the service key alone");
 	SPI_finish();
@@ -1468,45 +1555,112 @@ atrest_disable_cmk(PG_FUNCTION_ARGS)
 }
 
 /*
- * atrest.rewrap() RETURNS boolean: re-wrap under the CMK's current version
- * if it has changed.  Does nothing (false) otherwise, or without a CMK.
+ * atrest.rewrap() RETURNS boolean: re-wrap the database key when what wraps
+ * it has a newer version: the CMK (its current version differs from the one
+ * recorded) or the service key (the source holds a newer id than the one the
+ * inner wrapping used).  The inner wrapping always moves to the newest
+ * service key; a CMK stays the protector, re-wrapping the new inner form
+ * under its current version.  Data keys and values are not touched.  Does
+ * nothing (false) when both are current.
  */
 PG_FUNCTION_INFO_V1(atrest_rewrap);
 Datum
 atrest_rewrap(PG_FUNCTION_ARGS)
 {
-	const AtrestProvider *p;
+	RootInfo   *root;
 	char	   *current = NULL;
 	char	   *reason = NULL;
 	char	   *kver = NULL;
-	bool		changed = false;
+	bool		cmk_changed = false;
+	bool		svc_changed;
+	int32		newest;
+	int32		svc_id;
+	bytea	   *wrapped;
+	StringInfoData detail;
 
 	SPI_connect();
 	LockKeyTables();
-	KeyCacheEnsure();
-	if (cache.root.customer)
+	KeyCacheEnsure();			/* a fresh load: it just read the service key source */
+	root = &cache.root;
+	if (HasServiceKeyIdColumn())
+		newest = ServiceKeyNewestId(false);
+	else
 	{
-		RootInfo   *root = &cache.root;
-
-		p = ProviderLookup(root->provider);
-		if (!p->current_version(root->key_uri, &current, &reason))
-		{
-			ProviderFailed(root->provider, root->key_uri, reason ? reason : "version lookup failed");
-		}
-		if (root->key_version == NULL || strcmp(current, root->key_version) != 0)
-		{
-			bytea	   *wrapped = ProtectDatabaseKey(cache.dbk, &root->id, root->provider,
-													 root->key_uri, &kver);
-
-			UpdateActiveRoot("customer", root->provider, root->key_uri, kver, wrapped);
-			LogKeyEvent("rewrap", NULL, 0, root->provider, root->key_uri, kver, "ok",
-						psprintf("re-wrapped from key version %s",
-								 root->key_version ? root->key_version : "(unknown)"));
-			changed = true;
-		}
+		newest = 1;
+		if (ServiceKeyNewestId(false) != 1)
+			ereport(WARNING,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("database key stays under service key id 1"),
+					 errdetail("This database is at pg_atrest 1.0, which cannot record another service key id."),
+					 errhint("Run ALTER EXTENSION pg_atrest UPDATE, then atrest.rewrap().")));
 	}
+	svc_changed = (root->service_key_id != newest);
+
+	if (root->customer)
+	{
+		const AtrestProvider *p = ProviderLookup(root->provider);
+
+		if (!p->current_version(root->key_uri, &current, &reason))
+			ProviderFailed(root->provider, root->key_uri, reason ? reason : "version lookup failed");
+		cmk_changed = (root->key_version == NULL || strcmp(current, root->key_version) != 0);
+	}
+	if (!cmk_changed && !svc_changed)
+	{
+		SPI_finish();
+		PG_RETURN_BOOL(false);
+	}
+
+	/* unwrapped through both layers by KeyCacheEnsure; wrap both again */
+	wrapped = ProtectDatabaseKey(cache.dbk, &root->id, root->customer ? root->provider : NULL,
+								 root->key_uri, &kver, &svc_id);
+	UpdateActiveRoot(root->customer ? "customer" : "service",
+					 root->customer ? root->provider : NULL,
+					 root->customer ? root->key_uri : NULL,
+					 root->customer ? kver : NULL, wrapped, svc_id);
+
+	initStringInfo(&detail);
+	if (cmk_changed)
+		appendStringInfo(&detail, "re-wrapped from key version %s",
+						 root->key_version ? root->key_version : "(unknown)");
+	if (svc_changed)
+		appendStringInfo(&detail, "%sservice layer re-wrapped from service key id %d to %d",
+						 cmk_changed ? "; " : "", root->service_key_id, svc_id);
+	LogKeyEvent("rewrap", NULL, 0, root->customer ? root->provider : "service",
+				root->customer ? root->key_uri : NULL, root->customer ? kver : NULL,
+				"ok", detail.data);
 	SPI_finish();
-	PG_RETURN_BOOL(changed);
+	PG_RETURN_BOOL(true);
+}
+
+/*
+ * atrest.service_key_check() RETURNS TABLE (database name, service_key_id
+ * integer, service_key_available boolean, newest_service_key_id integer,
+ * rewrap_needed boolean): which service key this database's key is wrapped
+ * with, whether the source (read afresh) still holds it, and whether
+ * atrest.rewrap() has work to do before an older key may leave the source.
+ * Reads the key table directly, so it works while the key is unavailable.
+ */
+PG_FUNCTION_INFO_V1(atrest_service_key_check);
+Datum
+atrest_service_key_check(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	RootInfo	root;
+	Datum		values[5];
+	bool		nulls[5] = {false, false, false, false, false};
+	int32		newest;
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "pg_atrest: return type must be a row type");
+	ReadRoot(&root, NULL);
+	newest = ServiceKeyNewestId(true);
+	values[0] = CStringGetDatum(get_database_name(MyDatabaseId));
+	values[0] = DirectFunctionCall1(namein, values[0]);
+	values[1] = Int32GetDatum(root.service_key_id);
+	values[2] = BoolGetDatum(ServiceKeyHasId(root.service_key_id));
+	values[3] = Int32GetDatum(newest);
+	values[4] = BoolGetDatum(root.service_key_id != newest);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
 }
 
 /*

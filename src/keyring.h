@@ -28,7 +28,10 @@ extern int32 KeyClassLookup(const char *name, bool missing_ok);
 extern char *KeyClassNameLookup(int32 class_id);
 
 /* the service key (provider_service.c) */
-extern const unsigned char *ServiceKeyGet(bool reload, bool may_generate);
+extern const unsigned char *ServiceKeyGet(int32 id, bool reload, bool may_generate,
+										  int32 *got_id);
+extern int32 ServiceKeyNewestId(bool reload);
+extern bool ServiceKeyHasId(int32 id);
 extern void ServiceKeyDrop(void);
 extern char *ServiceKeySource(void);
 

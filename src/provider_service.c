@@ -4,9 +4,16 @@
  *
  * The service key comes from atrest.service_key_command (a shell command that
  * prints it, like ssl_passphrase_command), else atrest.service_key_file, else
- * a file generated on first use at $PGDATA/pg_atrest/service.key.  The key is
- * 64 hexadecimal digits; it is decoded straight into a locked key slot and
- * the text it came in is wiped from the stack.
+ * a file generated on first use at $PGDATA/pg_atrest/service.key.
+ *
+ * A source holds one or more versioned keys, one a line: "ID:HEX" with ID a
+ * positive integer and HEX 64 hexadecimal digits; a bare "HEX" line is id 1
+ * (what a generated file and every 1.0-era file hold).  Blank lines and lines
+ * starting with '#' are skipped.  New wraps use the newest key (the highest
+ * id); each wrapped database key records the id it was wrapped with, and
+ * unwrapping asks for exactly that id (keyring.c).  The keys are decoded
+ * straight into locked key slots (secure_mem.c) and the text they came in,
+ * read into a stack buffer, is wiped there: no key text is ever palloc'd.
  *
  * The command runs through subprocess.c: within atrest.service_key_timeout,
  * cancellable, its process group killed and reaped whatever happens, its
@@ -49,9 +56,23 @@
 #define SERVICE_KEY_DIR		"pg_atrest"
 #define SERVICE_KEY_NAME	"service.key"
 #define SERVICE_KEY_PATH	SERVICE_KEY_DIR "/" SERVICE_KEY_NAME
-#define KEY_TEXT_MAX		256
+#define MAX_SERVICE_KEYS	32
+/* room for MAX_SERVICE_KEYS lines "ID:HEX" with comments */
+#define KEY_TEXT_MAX		4096
 
-static unsigned char *service_key = NULL;
+/*
+ * The keys of the source as last read (ids and slot pointers are not
+ * secret; the slots are).  Sorted by nothing; ids are unique.
+ */
+typedef struct ServiceKeySet
+{
+	int			n;
+	int32		ids[MAX_SERVICE_KEYS];
+	unsigned char *keys[MAX_SERVICE_KEYS];
+} ServiceKeySet;
+
+static ServiceKeySet service_keys;
+static bool service_keys_loaded = false;
 
 /* Setting: time limit for atrest.service_key_command, in seconds. */
 static int	service_key_timeout = 10;
@@ -96,26 +117,25 @@ HexDigitValue(char c)
 	return -1;
 }
 
-/*
- * Decode 64 hex digits (surrounding white space allowed) into "key".
- * Returns false if the text is anything else; never reports the text.
- */
-static bool
-DecodeKeyText(const char *text, size_t len, unsigned char *key)
+/* Wipe and release every slot of "set". */
+static void
+KeySetFree(ServiceKeySet *set)
 {
-	size_t		start = 0,
-				end = len;
+	for (int i = 0; i < set->n; i++)
+		SecureKeyFree(set->keys[i]);
+	set->n = 0;
+}
 
-	while (start < end && isspace((unsigned char) text[start]))
-		start++;
-	while (end > start && isspace((unsigned char) text[end - 1]))
-		end--;
-	if (end - start != ATREST_KEY_LEN * 2)
+/* Decode exactly 64 hex digits at "hex" into "key"; false if they are not. */
+static bool
+DecodeHexKey(const char *hex, size_t len, unsigned char *key)
+{
+	if (len != ATREST_KEY_LEN * 2)
 		return false;
 	for (int i = 0; i < ATREST_KEY_LEN; i++)
 	{
-		int			hi = HexDigitValue(text[start + 2 * i]);
-		int			lo = HexDigitValue(text[start + 2 * i + 1]);
+		int			hi = HexDigitValue(hex[2 * i]);
+		int			lo = HexDigitValue(hex[2 * i + 1]);
 
 		if (hi < 0 || lo < 0)
 		{
@@ -125,6 +145,76 @@ DecodeKeyText(const char *text, size_t len, unsigned char *key)
 		key[i] = (unsigned char) ((hi << 4) | lo);
 	}
 	return true;
+}
+
+/*
+ * Decode the text of a key source (see the file header) into "set", whose
+ * slots the caller frees with KeySetFree also on failure.  Returns NULL, or
+ * why the text cannot be used (a constant or palloc'd sentence naming a line
+ * number at most, never the text).  Works in place: no copy of the text.
+ */
+static const char *
+DecodeKeySource(const char *text, size_t len, ServiceKeySet *set)
+{
+	size_t		pos = 0;
+	int			lineno = 0;
+
+	while (pos < len)
+	{
+		size_t		start = pos,
+					end,
+					next;
+		const char *colon;
+		int64		id = 1;
+
+		while (pos < len && text[pos] != '\n')
+			pos++;
+		end = pos;
+		next = pos + 1;
+		lineno++;
+		while (start < end && isspace((unsigned char) text[start]))
+			start++;
+		while (end > start && isspace((unsigned char) text[end - 1]))
+			end--;
+		pos = next;
+		if (start == end || text[start] == '#')
+			continue;
+
+		colon = memchr(text + start, ':', end - start);
+		if (colon != NULL)
+		{
+			const char *p = text + start;
+
+			if (p == colon)
+				return psprintf("line %d has no key id before the colon", lineno);
+			id = 0;
+			for (; p < colon; p++)
+			{
+				if (*p < '0' || *p > '9')
+					return psprintf("the key id on line %d is not a number", lineno);
+				id = id * 10 + (*p - '0');
+				if (id > PG_INT32_MAX)
+					return psprintf("the key id on line %d is too large", lineno);
+			}
+			if (id < 1)
+				return psprintf("the key id on line %d is not positive", lineno);
+			start = colon + 1 - text;
+		}
+		for (int i = 0; i < set->n; i++)
+			if (set->ids[i] == (int32) id)
+				return psprintf("key id %d appears twice (a line without an id is id 1)",
+								(int32) id);
+		if (set->n >= MAX_SERVICE_KEYS)
+			return psprintf("it holds more than %d keys", MAX_SERVICE_KEYS);
+		set->keys[set->n] = SecureKeyAlloc();
+		set->ids[set->n] = (int32) id;
+		set->n++;
+		if (!DecodeHexKey(text + start, end - start, set->keys[set->n - 1]))
+			return psprintf("line %d does not hold 64 hexadecimal digits", lineno);
+	}
+	if (set->n == 0)
+		return "it holds no key";
+	return NULL;
 }
 
 static void ServiceKeyFail(const char *detail, const char *detail_log) pg_attribute_noreturn();
@@ -145,16 +235,15 @@ ServiceKeyFail(const char *detail, const char *detail_log)
 			 errhint("Check atrest.service_key_command and atrest.service_key_file.")));
 }
 
-/* Read a key file into "key"; ereport(ERROR) if it cannot be used. */
+/* Read a key file into "set"; ereport(ERROR) if it cannot be used. */
 static void
-ReadKeyFile(const char *path, unsigned char *key)
+ReadKeyFile(const char *path, ServiceKeySet *set)
 {
 	char		text[KEY_TEXT_MAX];
 	struct stat st;
 	const char *problem;
 	int			fd;
 	ssize_t		n;
-	bool		ok;
 
 	fd = OpenTransientFile(path, O_RDONLY | PG_BINARY);
 	if (fd < 0)
@@ -180,11 +269,16 @@ ReadKeyFile(const char *path, unsigned char *key)
 	}
 	n = read(fd, text, sizeof(text));
 	CloseTransientFile(fd);
-	ok = (n > 0 && n < (ssize_t) sizeof(text) && DecodeKeyText(text, n, key));
+	if (n <= 0)
+		problem = "it is empty or could not be read";
+	else if (n >= (ssize_t) sizeof(text))
+		problem = "it is too long";
+	else
+		problem = DecodeKeySource(text, n, set);
 	explicit_bzero(text, sizeof(text));
-	if (!ok)
-		ServiceKeyFail("The service key file does not hold 64 hexadecimal digits.",
-					   psprintf("Service key file \"%s\" does not hold 64 hexadecimal digits.", path));
+	if (problem != NULL)
+		ServiceKeyFail(psprintf("The service key file cannot be used: %s.", problem),
+					   psprintf("Service key file \"%s\" cannot be used: %s.", path, problem));
 }
 
 /*
@@ -193,7 +287,7 @@ ReadKeyFile(const char *path, unsigned char *key)
  * when a query cancel interrupts the run.
  */
 static void
-RunKeyCommand(const char *command, unsigned char *key)
+RunKeyCommand(const char *command, ServiceKeySet *set)
 {
 	char		text[KEY_TEXT_MAX];
 	char	   *argv[4];
@@ -202,6 +296,7 @@ RunKeyCommand(const char *command, unsigned char *key)
 	char	   *stderr_line;
 	bool		started;
 	bool		ok;
+	const char *problem = NULL;
 
 	argv[0] = "sh";
 	argv[1] = "-c";
@@ -226,11 +321,15 @@ RunKeyCommand(const char *command, unsigned char *key)
 	PG_END_TRY();
 
 	ok = (started && !sp.timed_out && !sp.out_overflow && !sp.status_lost &&
-		  WIFEXITED(sp.status) && WEXITSTATUS(sp.status) == 0 &&
-		  sp.out_len > 0 && DecodeKeyText(text, sp.out_len, key));
-	explicit_bzero(text, sizeof(text));
+		  WIFEXITED(sp.status) && WEXITSTATUS(sp.status) == 0 && sp.out_len > 0);
 	if (ok)
+		problem = DecodeKeySource(text, sp.out_len, set);
+	explicit_bzero(text, sizeof(text));
+	if (ok && problem == NULL)
 		return;
+	if (ok)
+		ServiceKeyFail(psprintf("atrest.service_key_command did not print usable service keys: %s.",
+								problem), NULL);
 
 	if (!started)
 		ServiceKeyFail("Could not run atrest.service_key_command.",
@@ -239,7 +338,8 @@ RunKeyCommand(const char *command, unsigned char *key)
 		ServiceKeyFail(psprintf("atrest.service_key_command did not finish within %d s (atrest.service_key_timeout) and was killed.",
 								sp.timeout_s), NULL);
 	if (sp.out_overflow)
-		ServiceKeyFail("atrest.service_key_command printed more than a key.", NULL);
+		ServiceKeyFail(psprintf("atrest.service_key_command printed more than %d bytes.",
+								KEY_TEXT_MAX - 1), NULL);
 	if (sp.status_lost)
 		ServiceKeyFail("The exit status of atrest.service_key_command was lost.", NULL);
 	if (!WIFEXITED(sp.status) || WEXITSTATUS(sp.status) != 0)
@@ -253,7 +353,7 @@ RunKeyCommand(const char *command, unsigned char *key)
 					   psprintf("atrest.service_key_command failed: %s. Its standard error began: %s",
 								status, stderr_line));
 	}
-	ServiceKeyFail("atrest.service_key_command did not print 64 hexadecimal digits.", NULL);
+	ServiceKeyFail("atrest.service_key_command printed nothing.", NULL);
 }
 
 /*
@@ -350,45 +450,106 @@ EnsureGeneratedKeyFile(bool may_generate)
 }
 
 /*
- * The service key, loading it if this backend does not hold it yet or if
- * "reload" is set.  The returned slot stays valid until ServiceKeyDrop.
- * "may_generate": the caller is creating the database's first key, so a
- * missing generated key file may be generated; otherwise that is an error.
- * ereport(ERROR, AT001) if it cannot be had.
+ * Read the source into this backend's key set if it holds none yet or
+ * "reload" is set.  "may_generate": the caller is creating the database's
+ * first key, so a missing generated key file may be generated; otherwise
+ * that is an error.  ereport(ERROR, AT001) if the source cannot be used;
+ * the keys held before stay as they were then.
  */
-const unsigned char *
-ServiceKeyGet(bool reload, bool may_generate)
+static void
+ServiceKeysLoad(bool reload, bool may_generate)
 {
-	unsigned char *key;
+	ServiceKeySet set;
 
-	if (service_key != NULL && !reload)
-		return service_key;
+	if (service_keys_loaded && !reload)
+		return;
 
-	key = SecureKeyAlloc();
+	memset(&set, 0, sizeof(set));
 	PG_TRY();
 	{
 		if (atrest_service_key_command && atrest_service_key_command[0])
-			RunKeyCommand(atrest_service_key_command, key);
+			RunKeyCommand(atrest_service_key_command, &set);
 		else if (atrest_service_key_file && atrest_service_key_file[0])
-			ReadKeyFile(atrest_service_key_file, key);
+			ReadKeyFile(atrest_service_key_file, &set);
 		else
-			ReadKeyFile(EnsureGeneratedKeyFile(may_generate), key);
+			ReadKeyFile(EnsureGeneratedKeyFile(may_generate), &set);
 	}
 	PG_CATCH();
 	{
-		SecureKeyFree(key);
+		KeySetFree(&set);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
 
-	SecureKeyFree(service_key);
-	service_key = key;
-	return service_key;
+	KeySetFree(&service_keys);
+	service_keys = set;
+	service_keys_loaded = true;
+}
+
+/* The id of the newest key of the loaded set (the highest). */
+static int32
+NewestId(void)
+{
+	int32		newest = 0;
+
+	for (int i = 0; i < service_keys.n; i++)
+		newest = Max(newest, service_keys.ids[i]);
+	return newest;
+}
+
+/*
+ * Service key "id" (0: the newest), loading the source if this backend holds
+ * no keys yet or if "reload" is set; *got_id (when not NULL) says which id it
+ * is.  The returned slot stays valid until the next ServiceKeyGet or
+ * ServiceKeyDrop.  See ServiceKeysLoad for "may_generate".  ereport(ERROR,
+ * AT001) if the source cannot be read or does not hold that id; the id goes
+ * to the server log only, as every specific of this error does.
+ */
+const unsigned char *
+ServiceKeyGet(int32 id, bool reload, bool may_generate, int32 *got_id)
+{
+	if (id == 0 && got_id == NULL)
+		elog(ERROR, "pg_atrest: the newest service key asked for without its id");
+	ServiceKeysLoad(reload, may_generate);
+	if (id == 0)
+		id = NewestId();
+	for (int i = 0; i < service_keys.n; i++)
+	{
+		if (service_keys.ids[i] == id)
+		{
+			if (got_id)
+				*got_id = id;
+			return service_keys.keys[i];
+		}
+	}
+	ServiceKeyFail("The service key source does not hold the key this database's key is wrapped with.",
+				   psprintf("The service key source (%s) holds no key with id %d; this database's key is wrapped with service key id %d. Put that key back into the source, then run atrest.rewrap() in this database to move it to the newest key.",
+							ServiceKeySource(), id, id));
+	return NULL;				/* keep compiler quiet */
+}
+
+/* The id of the newest service key the source holds (loading it if needed). */
+int32
+ServiceKeyNewestId(bool reload)
+{
+	ServiceKeysLoad(reload, false);
+	return NewestId();
+}
+
+/* Whether the source, as last loaded, holds service key "id". */
+bool
+ServiceKeyHasId(int32 id)
+{
+	ServiceKeysLoad(false, false);
+	for (int i = 0; i < service_keys.n; i++)
+		if (service_keys.ids[i] == id)
+			return true;
+	return false;
 }
 
 void
 ServiceKeyDrop(void)
 {
-	SecureKeyFree(service_key);
-	service_key = NULL;
+	KeySetFree(&service_keys);
+	service_keys_loaded = false;
 }

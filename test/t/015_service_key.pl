@@ -124,7 +124,8 @@ like($stderr, qr/AT001.*service key is unavailable.*service_key_command failed/s
 $node->append_conf('postgresql.conf', "atrest.service_key_command = 'echo not-a-key'\n");
 $node->reload;
 $node->psql('postgres', "\\set VERBOSITY verbose\nSELECT v FROM t", stderr => \$stderr);
-like($stderr, qr/AT001.*did not print 64 hexadecimal digits/s, 'a command printing garbage: AT001');
+like($stderr, qr/AT001.*did not print usable service keys: line 1 does not hold 64 hexadecimal digits/s,
+	'a command printing garbage: AT001');
 unlike($stderr, qr/not-a-key/, 'the error does not echo what the command printed');
 
 $node->append_conf('postgresql.conf', "atrest.service_key_command = ''\n");

@@ -92,6 +92,12 @@ is($node->safe_psql('old', q{SELECT extversion FROM pg_extension WHERE extname =
 is($node->safe_psql('old', $fingerprint), $before, 'every value sealed by 1.0 reads back');
 is($node->safe_psql('old', $status), 'customer kms:openssl/cmk1', 'still under the CMK');
 is( $node->safe_psql('old',
+		q{SELECT (SELECT service_key_id FROM atrest.key_status),
+		         (SELECT string_agg(service_key_id::text, ',') FROM atrest.database_keys)}),
+	'1|1', 'the database key 1.0 wrapped reads as service key id 1');
+is($node->safe_psql('old', q{SELECT * FROM atrest.service_key_check()}),
+	'old|1|t|1|f', 'service_key_check: on id 1, the newest; nothing to re-wrap');
+is( $node->safe_psql('old',
 		qq{SELECT (atrest.get_model('m1')).description,
 		          (atrest.get_analyze_result('m1', '$rid')).result ->> 'total'}),
 	'a model sealed by 1.0|42',

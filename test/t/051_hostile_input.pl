@@ -141,7 +141,7 @@ my @service_cases = (
 	[ 'service key command failing', "atrest.service_key_command = 'exit 3'\n",
 	  qr/^atrest\.service_key_command failed: child process exited with exit code 3\.$/ ],
 	[ 'service key command printing garbage', "atrest.service_key_command = 'echo not-a-key'\n",
-	  qr/^atrest\.service_key_command did not print 64 hexadecimal digits\.$/ ],
+	  qr/^atrest\.service_key_command did not print usable service keys: line 1 does not hold 64 hexadecimal digits\.$/ ],
 	[ 'another service key', "atrest.service_key_command = 'echo " . ('ab' x 32) . "'\n",
 	  qr/^The service key is not the one this database's key was wrapped with/, 'database key cannot be unwrapped' ],
 );
