@@ -13,6 +13,8 @@ OBJS = \
 	src/provider_service.o \
 	src/provider_pkcs11.o \
 	src/provider_command.o \
+	src/provider_kmip.o \
+	src/kmip_ttlv.o \
 	src/store.o
 
 DATA = sql/pg_atrest--1.0.sql sql/pg_atrest--1.1.sql sql/pg_atrest--1.0--1.1.sql
@@ -22,7 +24,7 @@ REGRESS_OPTS = --inputdir=. --outputdir=. --load-extension=pg_atrest
 
 PG_CPPFLAGS = -I/usr/include/p11-kit-1 -Wall -Wextra -Werror \
 	-Wno-unused-parameter -Wno-sign-compare -Wno-missing-field-initializers
-SHLIB_LINK = -lcrypto -llz4
+SHLIB_LINK = -lssl -lcrypto -llz4
 
 EXTRA_CLEAN = results regression.diffs regression.out tmp_check log
 

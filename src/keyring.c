@@ -1328,6 +1328,7 @@ atrest_recheck_keys(PG_FUNCTION_ARGS)
 	KeyCacheDrop();
 	AtrestPkcs11Provider.reset();
 	AtrestCommandProvider.reset();
+	AtrestKmipProvider.reset();
 	PG_RETURN_VOID();
 }
 

@@ -59,6 +59,7 @@ _PG_init(void)
 	ServiceKeyInit();
 	Pkcs11ProviderInit();
 	CommandProviderInit();
+	KmipProviderInit();
 	KeyringInit();
 	StoreInit();
 

@@ -11,6 +11,7 @@
 static const AtrestProvider *const providers[] = {
 	&AtrestPkcs11Provider,
 	&AtrestCommandProvider,
+	&AtrestKmipProvider,
 };
 
 const AtrestProvider *
@@ -22,7 +23,7 @@ ProviderLookup(const char *name)
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("unknown key provider \"%s\"", name),
-			 errhint("The providers are \"pkcs11\" and \"command\".")));
+			 errhint("The providers are \"pkcs11\", \"command\" and \"kmip\".")));
 	return NULL;				/* keep compiler quiet */
 }
 

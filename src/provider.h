@@ -3,8 +3,8 @@
  *		The interface every root-key provider implements.
  *
  * A provider wraps and unwraps a short byte string under a key that it names
- * with a URI and never hands out: an HSM object (pkcs11), or a key held by a
- * KMS behind an adapter program (command).  What pg_atrest asks a provider to
+ * with a URI and never hands out: an HSM object (pkcs11), a key in a KMIP
+ * server (kmip), or a key held by a KMS behind an adapter program (command).  What pg_atrest asks a provider to
  * wrap is the database key already sealed under the service key, so a
  * provider only ever sees ciphertext: its buffers may be palloc'd.
  *
@@ -56,6 +56,7 @@ typedef struct AtrestProvider
 
 extern const AtrestProvider AtrestPkcs11Provider;
 extern const AtrestProvider AtrestCommandProvider;
+extern const AtrestProvider AtrestKmipProvider;
 
 /* Find a provider by name; ereport(ERROR) naming the known ones if unknown. */
 extern const AtrestProvider *ProviderLookup(const char *name);
@@ -66,5 +67,6 @@ extern bool CheckAbsolutePathSetting(char **newval, void **extra, GucSource sour
 /* Settings owned by the providers, defined in their files. */
 extern void Pkcs11ProviderInit(void);
 extern void CommandProviderInit(void);
+extern void KmipProviderInit(void);
 
 #endif							/* ATREST_PROVIDER_H */
