@@ -126,6 +126,17 @@ TtlvBytes(TtlvWriter *w, uint32_t tag, const unsigned char *p, size_t len)
 	PutItem(w, tag, TTLV_BYTE_STRING, p, len);
 }
 
+void
+TtlvScalar(TtlvWriter *w, uint32_t tag, uint8_t type, const unsigned char *p, size_t len)
+{
+	if (type == TTLV_STRUCTURE)
+	{
+		w->failed = true;
+		return;
+	}
+	PutItem(w, tag, type, p, len);
+}
+
 bool
 TtlvWriterDone(const TtlvWriter *w)
 {

@@ -97,6 +97,8 @@ extern void TtlvInteger(TtlvWriter *w, uint32_t tag, int32_t v);
 extern void TtlvEnum(TtlvWriter *w, uint32_t tag, uint32_t v);
 extern void TtlvText(TtlvWriter *w, uint32_t tag, const char *s, size_t len);
 extern void TtlvBytes(TtlvWriter *w, uint32_t tag, const unsigned char *p, size_t len);
+/* Any non-structure item, value as it goes on the wire (big-endian, unpadded). */
+extern void TtlvScalar(TtlvWriter *w, uint32_t tag, uint8_t type, const unsigned char *p, size_t len);
 
 /* True when everything fit and every structure was closed. */
 extern bool TtlvWriterDone(const TtlvWriter *w);

@@ -1,8 +1,11 @@
-# A short fuzz run of the sealed-value parser and decryption (test/fuzz/run 20): the
-# committed corpus is replayed, then libFuzzer mutates it for 20 seconds under
-# AddressSanitizer and UndefinedBehaviorSanitizer.  Passes when nothing crashed, leaked,
-# hung or broke one of the harness's invariants (a sealed value opens to what was sealed;
-# one flipped bit or a truncation stops it from opening).  Needs no server.
+# A short fuzz run of both libFuzzer harnesses (test/fuzz/run 20): the sealed-value parser
+# and decryption (fuzz_envelope) and the KMIP TTLV decoder that reads every KMIP server's
+# answer (fuzz_kmip_ttlv).  Each committed corpus is replayed, then libFuzzer mutates it
+# for 20 seconds per harness under AddressSanitizer and UndefinedBehaviorSanitizer.  Passes
+# when nothing crashed, leaked, hung or broke one of the harnesses' invariants (a sealed
+# value opens to what was sealed; one flipped bit or a truncation stops it from opening; a
+# decoded KMIP message stays inside its input and re-encodes to the same bytes).  Needs no
+# server.
 #
 # Skipped, saying so, when clang's libFuzzer is not installed and this test cannot install
 # it (it runs as the postgres user): `apt-get install clang libclang-rt-14-dev`, or run
@@ -32,8 +35,11 @@ if (!$ok && $rc == 2 && $stderr =~ /not installed/)
 
 is($rc, 0, "test/fuzz/run $seconds exits 0");
 like($stdout, qr/no crash, leak, hang or invariant violation/, 'the fuzzer reports a clean run');
-like($stdout, qr/stat::number_of_executed_units:\s+[1-9]\d{3,}/,
-	'the fuzzer executed at least a thousand inputs');
+foreach my $harness ('fuzz_envelope', 'fuzz_kmip_ttlv')
+{
+	like($stdout, qr/==> fuzzing $harness for .*?\nstat::number_of_executed_units:\s+[1-9]\d{3,}\n/s,
+		"$harness executed at least a thousand inputs");
+}
 diag("fuzz run failed:\n$stdout\n$stderr") if $rc != 0;
 
 done_testing();
