@@ -14,6 +14,7 @@ OBJS = \
 	src/provider_pkcs11.o \
 	src/provider_command.o \
 	src/provider_kmip.o \
+	src/kmip_conn.o \
 	src/kmip_ttlv.o \
 	src/store.o
 

@@ -11,41 +11,26 @@
  * the stored form is 0x01 || nonce || tag || ciphertext.  The key is never
  * fetched (no Get): it never leaves the server.
  *
- * Invariants: one TLS connection per operation, opened and closed within
- * it, so nothing is kept between calls and reset() has nothing to drop.
- * Every network wait goes through WaitLatchOrSocket with the time left
- * before atrest.kmip_timeout and services interrupts, so a silent server
- * costs at most the timeout and a query cancel ends the wait; the socket
- * and the TLS objects are freed on every path, ERROR included.  A response
- * larger than KMIP_MAX_RESPONSE is refused from its header, before it is
- * read.  Failures come back as reasons without host names, file paths or
- * anything the server said; those go to the server log only
+ * Invariants: one TLS connection per operation (kmip_conn.c), opened and
+ * closed within it whatever happens, ERROR included, so nothing is kept
+ * between calls and reset() has nothing to drop; the whole operation
+ * (connect, handshake, Locate, Encrypt or Decrypt) fits in
+ * atrest.kmip_timeout.  A response larger than KMIP_MAX_RESPONSE is refused
+ * from its header, before it is read, and decoded by kmip_ttlv.c, which
+ * trusts nothing in it.  Failures come back as reasons without host names,
+ * file paths or anything the server said; those go to the server log only
  * (LOG_SERVER_ONLY).
  */
 #include "postgres.h"
 
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-#include <openssl/err.h>
 #include <openssl/rand.h>
-#include <openssl/ssl.h>
-#include <openssl/x509v3.h>
 
-#include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
-#include "storage/latch.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
-#include "utils/timestamp.h"
-#include "utils/wait_event.h"
 
+#include "kmip_conn.h"
 #include "kmip_ttlv.h"
 #include "provider.h"
 
@@ -70,26 +55,6 @@ static char *kmip_client_key = NULL;
 static char *kmip_ca_cert = NULL;
 static int	kmip_timeout = 10;
 
-/*
- * The connection of the operation in progress.  Static so that an ERROR
- * thrown from inside a wait (query cancel) can still close it.
- */
-typedef struct KmipConn
-{
-	int			fd;
-	SSL_CTX    *ctx;
-	SSL		   *ssl;
-	TimestampTz deadline;
-} KmipConn;
-
-static KmipConn conn = {-1, NULL, NULL, 0};
-
-/* Why an operation failed: a reason for the caller, details for the log. */
-typedef struct KmipFailure
-{
-	const char *reason;			/* no host, path or server text */
-	char	   *detail;			/* for the server log only, may be NULL */
-} KmipFailure;
 
 /* ---------------------------------------------------------------------
  * Key URIs
@@ -145,387 +110,6 @@ KmipVersionIsValid(const char *s, size_t len)
 	for (size_t i = 0; i < len; i++)
 		if ((unsigned char) s[i] < 0x20 || (unsigned char) s[i] > 0x7e)
 			return false;
-	return true;
-}
-
-/* ---------------------------------------------------------------------
- * The connection
- * --------------------------------------------------------------------- */
-
-static void
-KmipConnClose(void)
-{
-	if (conn.ssl != NULL)
-	{
-		/* No close_notify round trip: the server may be the problem. */
-		SSL_free(conn.ssl);
-		conn.ssl = NULL;
-	}
-	if (conn.ctx != NULL)
-	{
-		SSL_CTX_free(conn.ctx);
-		conn.ctx = NULL;
-	}
-	if (conn.fd >= 0)
-	{
-		close(conn.fd);
-		conn.fd = -1;
-	}
-	ERR_clear_error();
-}
-
-/* OpenSSL's queued errors as one line, for the log (palloc'd). */
-static char *
-OpenSslErrors(void)
-{
-	StringInfoData buf;
-	unsigned long e;
-
-	initStringInfo(&buf);
-	while ((e = ERR_get_error()) != 0)
-	{
-		char		one[256];
-
-		ERR_error_string_n(e, one, sizeof(one));
-		if (buf.len > 0)
-			appendStringInfoString(&buf, "; ");
-		appendStringInfoString(&buf, one);
-	}
-	if (buf.len == 0)
-		appendStringInfoString(&buf, "no OpenSSL error queued");
-	return buf.data;
-}
-
-/*
- * Wait until the socket is ready for "events" (WL_SOCKET_*), servicing
- * interrupts.  False when the deadline passes first.
- */
-static bool
-KmipWait(int events)
-{
-	for (;;)
-	{
-		long		ms;
-		int			rc;
-
-		ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), conn.deadline);
-		if (ms <= 0)
-			return false;
-		rc = WaitLatchOrSocket(MyLatch,
-							   WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH | events,
-							   conn.fd, ms, PG_WAIT_EXTENSION);
-		if (rc & WL_LATCH_SET)
-		{
-			ResetLatch(MyLatch);
-			CHECK_FOR_INTERRUPTS();
-		}
-		if (rc & events)
-			return true;
-	}
-}
-
-/* A non-blocking TCP connection to host:port within the deadline. */
-static bool
-KmipTcpConnect(KmipFailure *f)
-{
-	struct addrinfo hints;
-	struct addrinfo *res = NULL;
-	char		port[16];
-	int			rc;
-	int			last_errno = 0;
-	bool		timed_out = false;
-
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_NUMERICSERV;
-	snprintf(port, sizeof(port), "%d", kmip_port);
-	rc = getaddrinfo(kmip_host, port, &hints, &res);
-	if (rc != 0)
-	{
-		f->reason = "the KMIP server's host name does not resolve";
-		f->detail = psprintf("getaddrinfo(\"%s\"): %s", kmip_host, gai_strerror(rc));
-		return false;
-	}
-
-	for (struct addrinfo *ai = res; ai != NULL && !timed_out; ai = ai->ai_next)
-	{
-		int			fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-								ai->ai_protocol);
-		int			one = 1;
-
-		if (fd < 0)
-		{
-			last_errno = errno;
-			continue;
-		}
-		conn.fd = fd;
-		(void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
-			break;
-		if (errno == EINPROGRESS)
-		{
-			if (KmipWait(WL_SOCKET_CONNECTED))
-			{
-				int			err = 0;
-				socklen_t	errlen = sizeof(err);
-
-				if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &errlen) == 0 && err == 0)
-					break;
-				last_errno = err;
-			}
-			else
-				timed_out = true;
-		}
-		else
-			last_errno = errno;
-		close(fd);
-		conn.fd = -1;
-	}
-	freeaddrinfo(res);
-
-	if (conn.fd >= 0)
-		return true;
-	if (timed_out)
-	{
-		f->reason = "the KMIP server did not accept a connection within atrest.kmip_timeout";
-		f->detail = psprintf("connect to %s:%d timed out after %d s", kmip_host, kmip_port, kmip_timeout);
-	}
-	else
-	{
-		f->reason = "the KMIP server refused the connection or cannot be reached";
-		f->detail = psprintf("connect to %s:%d: %s", kmip_host, kmip_port, strerror(last_errno));
-	}
-	return false;
-}
-
-/* Wait as OpenSSL asks after a WANT_READ/WANT_WRITE; false on timeout. */
-static bool
-KmipWaitSsl(int sslerr)
-{
-	return KmipWait(sslerr == SSL_ERROR_WANT_WRITE ? WL_SOCKET_WRITEABLE : WL_SOCKET_READABLE);
-}
-
-/* Set up the TLS context: TLS 1.2+, our certificate and key, the CA. */
-static bool
-KmipTlsContext(KmipFailure *f)
-{
-	conn.ctx = SSL_CTX_new(TLS_client_method());
-	if (conn.ctx == NULL)
-	{
-		f->reason = "TLS could not be set up";
-		f->detail = OpenSslErrors();
-		return false;
-	}
-	SSL_CTX_set_min_proto_version(conn.ctx, TLS1_2_VERSION);
-	SSL_CTX_set_verify(conn.ctx, SSL_VERIFY_PEER, NULL);
-	if (kmip_ca_cert != NULL && kmip_ca_cert[0] != '\0')
-	{
-		if (SSL_CTX_load_verify_locations(conn.ctx, kmip_ca_cert, NULL) != 1)
-		{
-			f->reason = "the CA certificate in atrest.kmip_ca_cert cannot be loaded";
-			f->detail = psprintf("%s: %s", kmip_ca_cert, OpenSslErrors());
-			return false;
-		}
-	}
-	else if (SSL_CTX_set_default_verify_paths(conn.ctx) != 1)
-	{
-		f->reason = "the system's CA certificates cannot be loaded";
-		f->detail = OpenSslErrors();
-		return false;
-	}
-	if (kmip_client_cert == NULL || kmip_client_cert[0] == '\0' ||
-		kmip_client_key == NULL || kmip_client_key[0] == '\0')
-	{
-		f->reason = "atrest.kmip_client_cert and atrest.kmip_client_key must be set";
-		return false;
-	}
-	if (SSL_CTX_use_certificate_chain_file(conn.ctx, kmip_client_cert) != 1)
-	{
-		f->reason = "the client certificate in atrest.kmip_client_cert cannot be loaded";
-		f->detail = psprintf("%s: %s", kmip_client_cert, OpenSslErrors());
-		return false;
-	}
-	if (SSL_CTX_use_PrivateKey_file(conn.ctx, kmip_client_key, SSL_FILETYPE_PEM) != 1 ||
-		SSL_CTX_check_private_key(conn.ctx) != 1)
-	{
-		f->reason = "the client key in atrest.kmip_client_key cannot be loaded or does not match the certificate";
-		f->detail = psprintf("%s: %s", kmip_client_key, OpenSslErrors());
-		return false;
-	}
-	return true;
-}
-
-/* Connect and complete the TLS handshake, verifying the server's name. */
-static bool
-KmipOpen(KmipFailure *f)
-{
-	int			rc;
-	unsigned char addr[16];
-	bool		is_ip;
-
-	if (kmip_host == NULL || kmip_host[0] == '\0')
-	{
-		f->reason = "atrest.kmip_host is not set";
-		return false;
-	}
-	conn.deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), kmip_timeout * 1000);
-	ERR_clear_error();
-	if (!KmipTlsContext(f) || !KmipTcpConnect(f))
-		return false;
-
-	conn.ssl = SSL_new(conn.ctx);
-	if (conn.ssl == NULL || SSL_set_fd(conn.ssl, conn.fd) != 1)
-	{
-		f->reason = "TLS could not be set up";
-		f->detail = OpenSslErrors();
-		return false;
-	}
-	is_ip = inet_pton(AF_INET, kmip_host, addr) == 1 || inet_pton(AF_INET6, kmip_host, addr) == 1;
-	if (is_ip)
-		rc = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(conn.ssl), kmip_host);
-	else
-		rc = SSL_set1_host(conn.ssl, kmip_host) && SSL_set_tlsext_host_name(conn.ssl, kmip_host);
-	if (rc != 1)
-	{
-		f->reason = "TLS could not be set up";
-		f->detail = OpenSslErrors();
-		return false;
-	}
-
-	for (;;)
-	{
-		int			err;
-
-		rc = SSL_connect(conn.ssl);
-		if (rc == 1)
-			return true;
-		err = SSL_get_error(conn.ssl, rc);
-		if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
-		{
-			if (!KmipWaitSsl(err))
-			{
-				f->reason = "the TLS handshake with the KMIP server did not finish within atrest.kmip_timeout";
-				f->detail = psprintf("TLS handshake with %s:%d timed out after %d s",
-									 kmip_host, kmip_port, kmip_timeout);
-				return false;
-			}
-			continue;
-		}
-		f->reason = "the TLS handshake with the KMIP server failed (server certificate not trusted, client certificate refused, or no common protocol)";
-		if (SSL_get_verify_result(conn.ssl) != X509_V_OK)
-			f->detail = psprintf("TLS handshake with %s:%d: server certificate: %s",
-								 kmip_host, kmip_port,
-								 X509_verify_cert_error_string(SSL_get_verify_result(conn.ssl)));
-		else
-			f->detail = psprintf("TLS handshake with %s:%d: %s", kmip_host, kmip_port, OpenSslErrors());
-		return false;
-	}
-}
-
-/* Write all of buf; false (with f set) on failure or timeout. */
-static bool
-KmipWriteAll(const unsigned char *buf, size_t len, KmipFailure *f)
-{
-	size_t		done = 0;
-
-	while (done < len)
-	{
-		int			rc = SSL_write(conn.ssl, buf + done, (int) (len - done));
-		int			err;
-
-		if (rc > 0)
-		{
-			done += rc;
-			continue;
-		}
-		err = SSL_get_error(conn.ssl, rc);
-		if ((err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) && KmipWaitSsl(err))
-			continue;
-		if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
-		{
-			f->reason = "the KMIP server did not take the request within atrest.kmip_timeout";
-			f->detail = psprintf("write to %s:%d timed out", kmip_host, kmip_port);
-		}
-		else
-		{
-			f->reason = "the connection to the KMIP server failed while sending the request";
-			f->detail = psprintf("write to %s:%d: %s", kmip_host, kmip_port, OpenSslErrors());
-		}
-		return false;
-	}
-	return true;
-}
-
-/* Read exactly len bytes; false (with f set) on EOF, failure or timeout. */
-static bool
-KmipReadAll(unsigned char *buf, size_t len, KmipFailure *f)
-{
-	size_t		done = 0;
-
-	while (done < len)
-	{
-		int			rc = SSL_read(conn.ssl, buf + done, (int) (len - done));
-		int			err;
-
-		if (rc > 0)
-		{
-			done += rc;
-			continue;
-		}
-		err = SSL_get_error(conn.ssl, rc);
-		if ((err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) && KmipWaitSsl(err))
-			continue;
-		if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
-		{
-			f->reason = "the KMIP server did not answer within atrest.kmip_timeout";
-			f->detail = psprintf("read from %s:%d timed out after %d s", kmip_host, kmip_port, kmip_timeout);
-		}
-		else
-		{
-			/*
-			 * A server that rejects our certificate after the handshake
-			 * (TLS 1.3) closes here, with an alert in the queue.
-			 */
-			f->reason = "the KMIP server closed the connection without a complete answer (client certificate refused?)";
-			f->detail = psprintf("read from %s:%d after %zu of %zu bytes: %s",
-								 kmip_host, kmip_port, done, len, OpenSslErrors());
-		}
-		return false;
-	}
-	return true;
-}
-
-/*
- * Send one request message and read the whole response message, refusing
- * one larger than KMIP_MAX_RESPONSE from its header.  *resp is palloc'd.
- */
-static bool
-KmipExchange(const unsigned char *req, size_t reqlen,
-			 unsigned char **resp, size_t *resplen, KmipFailure *f)
-{
-	unsigned char header[TTLV_HEADER_LEN];
-	size_t		total;
-
-	if (!KmipWriteAll(req, reqlen, f) || !KmipReadAll(header, sizeof(header), f))
-		return false;
-	total = TtlvMessageLength(header);
-	if (total == 0 || header[0] != 0x42 || header[1] != 0x00 || header[2] != 0x7B)
-	{
-		f->reason = "the KMIP server's answer is not a KMIP response message";
-		return false;
-	}
-	if (total > KMIP_MAX_RESPONSE)
-	{
-		f->reason = "the KMIP server's answer is larger than pg_atrest accepts";
-		f->detail = psprintf("response of %zu bytes announced, the limit is %d", total, KMIP_MAX_RESPONSE);
-		return false;
-	}
-	*resp = palloc(total);
-	memcpy(*resp, header, sizeof(header));
-	if (!KmipReadAll(*resp + sizeof(header), total - sizeof(header), f))
-		return false;
-	*resplen = total;
 	return true;
 }
 
@@ -705,7 +289,7 @@ KmipCall(TtlvWriter *w, uint32_t op, TtlvItem **items, int *payload, KmipFailure
 		f->reason = "the KMIP request does not fit";
 		return false;
 	}
-	if (!KmipExchange(w->buf, w->len, &resp, &resplen, f))
+	if (!KmipConnExchange(w->buf, w->len, KMIP_MAX_RESPONSE, &resp, &resplen, f))
 		return false;
 	return ParseResponse(resp, resplen, op, items, payload, f);
 }
@@ -880,7 +464,10 @@ KmipRun(KmipOp op, bool by_name, const char *ident, const char *key_version,
 		const unsigned char *in, size_t len,
 		char **uid, unsigned char **res, size_t *reslen, KmipFailure *f)
 {
-	if (!KmipOpen(f))
+	KmipServer	srv = {kmip_host, kmip_port, kmip_client_cert, kmip_client_key,
+	kmip_ca_cert, kmip_timeout};
+
+	if (!KmipConnOpen(&srv, f))
 		return false;
 	if (op == KMIP_UNWRAP)
 		*uid = pstrdup(key_version);
