@@ -192,7 +192,7 @@ KmipTcpConnect(KmipFailure *f)
 		return true;
 	if (timed_out)
 	{
-		f->reason = "the KMIP server did not accept a connection within atrest.server->timeout";
+		f->reason = "the KMIP server did not accept a connection within atrest.kmip_timeout";
 		f->detail = psprintf("connect to %s:%d timed out after %d s", server->host, server->port, server->timeout);
 	}
 	else
@@ -227,7 +227,7 @@ KmipTlsContext(KmipFailure *f)
 	{
 		if (SSL_CTX_load_verify_locations(conn.ctx, server->ca_cert, NULL) != 1)
 		{
-			f->reason = "the CA certificate in atrest.server->ca_cert cannot be loaded";
+			f->reason = "the CA certificate in atrest.kmip_ca_cert cannot be loaded";
 			f->detail = psprintf("%s: %s", server->ca_cert, OpenSslErrors());
 			return false;
 		}
@@ -241,19 +241,19 @@ KmipTlsContext(KmipFailure *f)
 	if (server->client_cert == NULL || server->client_cert[0] == '\0' ||
 		server->client_key == NULL || server->client_key[0] == '\0')
 	{
-		f->reason = "atrest.server->client_cert and atrest.server->client_key must be set";
+		f->reason = "atrest.kmip_client_cert and atrest.kmip_client_key must be set";
 		return false;
 	}
 	if (SSL_CTX_use_certificate_chain_file(conn.ctx, server->client_cert) != 1)
 	{
-		f->reason = "the client certificate in atrest.server->client_cert cannot be loaded";
+		f->reason = "the client certificate in atrest.kmip_client_cert cannot be loaded";
 		f->detail = psprintf("%s: %s", server->client_cert, OpenSslErrors());
 		return false;
 	}
 	if (SSL_CTX_use_PrivateKey_file(conn.ctx, server->client_key, SSL_FILETYPE_PEM) != 1 ||
 		SSL_CTX_check_private_key(conn.ctx) != 1)
 	{
-		f->reason = "the client key in atrest.server->client_key cannot be loaded or does not match the certificate";
+		f->reason = "the client key in atrest.kmip_client_key cannot be loaded or does not match the certificate";
 		f->detail = psprintf("%s: %s", server->client_key, OpenSslErrors());
 		return false;
 	}
@@ -272,7 +272,7 @@ KmipConnOpen(const KmipServer *srv, KmipFailure *f)
 	server = srv;
 	if (server->host == NULL || server->host[0] == '\0')
 	{
-		f->reason = "atrest.server->host is not set";
+		f->reason = "atrest.kmip_host is not set";
 		return false;
 	}
 	conn.deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), server->timeout * 1000);
@@ -311,7 +311,7 @@ KmipConnOpen(const KmipServer *srv, KmipFailure *f)
 		{
 			if (!KmipWaitSsl(err))
 			{
-				f->reason = "the TLS handshake with the KMIP server did not finish within atrest.server->timeout";
+				f->reason = "the TLS handshake with the KMIP server did not finish within atrest.kmip_timeout";
 				f->detail = psprintf("TLS handshake with %s:%d timed out after %d s",
 									 server->host, server->port, server->timeout);
 				return false;
@@ -350,7 +350,7 @@ KmipWriteAll(const unsigned char *buf, size_t len, KmipFailure *f)
 			continue;
 		if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
 		{
-			f->reason = "the KMIP server did not take the request within atrest.server->timeout";
+			f->reason = "the KMIP server did not take the request within atrest.kmip_timeout";
 			f->detail = psprintf("write to %s:%d timed out", server->host, server->port);
 		}
 		else
@@ -384,7 +384,7 @@ KmipReadAll(unsigned char *buf, size_t len, KmipFailure *f)
 			continue;
 		if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
 		{
-			f->reason = "the KMIP server did not answer within atrest.server->timeout";
+			f->reason = "the KMIP server did not answer within atrest.kmip_timeout";
 			f->detail = psprintf("read from %s:%d timed out after %d s", server->host, server->port, server->timeout);
 		}
 		else

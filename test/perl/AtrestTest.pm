@@ -48,6 +48,7 @@ use File::Basename qw(dirname);
 use File::Spec;
 use IO::Socket::INET;
 use IPC::Run ();
+use POSIX ();
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -612,19 +613,25 @@ database_path=$dir/pykmip.db
 	  . "atrest.kmip_client_cert = '$k{client_cert}'\natrest.kmip_client_key = '$k{client_key}'\n"
 	  . "atrest.kmip_ca_cert = '$k{ca}'\n";
 
-	my $server;
+	# The server runs in a session and process group of its own: PyKMIP serves each
+	# connection in a child process, and those must go with it.
+	my ($server, $pgid);
 	$k{stop} = sub {
 		return unless $server;
-		# TERM, then KILL if it has not exited within 15 s.
+		kill 'TERM', -$pgid;
+		# TERM, then KILL if it has not exited within 15 s; then whatever is left of its group.
 		eval { $server->kill_kill(grace => 15) };
+		kill 'KILL', -$pgid;
 		$server = undef;
 	};
 	$k{start} = sub {
 		my ($out, $err) = ('', '');
 		$server = IPC::Run::start(
 			[ $pykmip, '--config_path', "$dir/server.conf", '--log_path', "$dir/pykmip.log" ],
-			'>', \$out, '2>', \$err, IPC::Run::timeout(3600));
-		push @kmip_servers, \$server;
+			init => sub { POSIX::setsid() },
+			'>', \$out, '2>', \$err);
+		$pgid = $server->{KIDS}[0]{PID};
+		push @kmip_servers, $pgid;
 		# PyKMIP takes a few seconds to start, more on a loaded machine.
 		my $deadline = time() + 180;
 		while (time() < $deadline)
@@ -654,12 +661,8 @@ database_path=$dir/pykmip.db
 
 END
 {
-	foreach my $ref (@kmip_servers)
-	{
-		my $h = $$ref;
-		next unless $h;
-		eval { $h->kill_kill(grace => 5) };
-	}
+	# Whatever a failed test left running: its whole process group.
+	kill 'KILL', -$_ foreach @kmip_servers;
 }
 
 =pod

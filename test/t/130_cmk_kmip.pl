@@ -4,7 +4,8 @@
 # database), keys created with PyKMIP's client library (test/kms/pykmip-admin).
 # provider_selftest by name and by id; enable by name; read; the wrong client certificate
 # (another CA: TLS refused; same CA, another CN: the key is not visible) fails with AT001
-# and changes nothing; a server that is down or silent fails with AT001 within
+# and changes nothing; a server that is down or silent, or answers with something
+# oversized or malformed (test/kms/kmip-fake-server), fails with AT001 within
 # atrest.kmip_timeout, and service resumes, nothing lost, once it is back; rotation by a
 # new key with the same name plus rewrap(); the old key revoked afterwards does not
 # matter; disable; the current key revoked makes reads fail with AT001 within
@@ -143,6 +144,25 @@ cmp_ok($elapsed, '>=', 1.9, 'the silent server was waited for, up to the timeout
 # 2 s timeout; 30 s is generous on a loaded machine and still proves there is no hang
 cmp_ok($elapsed, '<', 30, 'and not longer: no hang');
 close $silent;
+
+# A TLS server that answers wrongly: a 2 GiB answer announced, an answer that is not TTLV,
+# no answer after the handshake.
+foreach my $case ([ 'oversized', qr/larger than pg_atrest accepts/ ],
+	[ 'malformed', qr/answer is malformed/ ],
+	[ 'silent', qr/did not answer within atrest\.kmip_timeout/ ])
+{
+	my ($mode, $reason) = @$case;
+	my ($out, $errout) = ('', '');
+	my $fake = IPC::Run::start(
+		[ '/usr/bin/python3', AtrestTest::srcdir() . '/test/kms/kmip-fake-server',
+			$kmip->{port}, $kmip->{server_cert}, $kmip->{server_key}, $kmip->{ca}, $mode ],
+		'>', \$out, '2>', \$errout, IPC::Run::timeout(120));
+	$fake->pump until $out =~ /ready/;
+	$t0 = time;
+	fails_with($readable, $reason, "a server answering $mode");
+	cmp_ok(time - $t0, '<', 30, "a server answering $mode: no hang");
+	$fake->kill_kill;
+}
 reset_conf('kmip_timeout');
 
 $kmip->{start}->();
