@@ -143,6 +143,27 @@ my $elapsed = time - $t0;
 cmp_ok($elapsed, '>=', 1.9, 'the silent server was waited for, up to the timeout');
 # 2 s timeout; 30 s is generous on a loaded machine and still proves there is no hang
 cmp_ok($elapsed, '<', 30, 'and not longer: no hang');
+
+# A query waiting on a silent server is cancellable: with a 60 s timeout, a cancel ends it
+# at once, and the next query of that session works.
+set_conf('kmip_timeout', '60');
+$node->safe_psql('postgres', 'SELECT atrest.recheck_keys()');
+my $waiter = $node->background_psql('postgres', on_error_stop => 0);
+$waiter->query_until(qr/started/, "\\echo started\n$readable;\n");
+$node->poll_query_until('postgres',
+	q{SELECT count(*) > 0 FROM pg_stat_activity WHERE query LIKE 'SELECT count(*) FROM docs%' AND wait_event_type = 'Extension'})
+  or die 'the waiting query did not show up';
+$t0 = time;
+$node->safe_psql('postgres',
+	q{SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE 'SELECT count(*) FROM docs%' AND wait_event_type = 'Extension'});
+$waiter->{stderr} = '';
+$waiter->query('SELECT 1');
+like($waiter->{stderr}, qr/canceling statement due to user request/, 'a cancel ends the wait on a silent server');
+cmp_ok(time - $t0, '<', 30, 'long before the 60 s timeout');
+$waiter->{stderr} = '';
+is($waiter->query('SELECT 42'), '42', 'the session goes on');
+$waiter->quit;
+set_conf('kmip_timeout', '2');
 close $silent;
 
 # A TLS server that answers wrongly: a 2 GiB answer announced, an answer that is not TTLV,
