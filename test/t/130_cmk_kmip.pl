@@ -98,6 +98,18 @@ is($node->safe_psql('postgres', $status), "customer kmip:name=atrest-cmk $uid1",
 $node->safe_psql('postgres', 'SELECT atrest.recheck_keys()');
 is($node->safe_psql('postgres', $readable), 200, 'all rows readable through the KMIP server');
 is($node->safe_psql('postgres', 'SELECT atrest.rewrap()'), 'f', 'rewrap() does nothing at first');
+
+# One Decrypt per backend per TTL, not one per value: a session reading the 200 values
+# three times asks the server once (PyKMIP logs each operation it processes).
+sub server_decrypts
+{
+	my $log = slurp_file("$dir/pykmip.log");
+	return scalar(() = $log =~ /Processing operation: Decrypt/g);
+}
+my $decrypts = server_decrypts();
+is($node->safe_psql('postgres', "$readable; $readable; $readable"), "200\n200\n200",
+	'a session reads every value three times');
+is(server_decrypts() - $decrypts, 1, 'with one Decrypt on the KMIP server');
 my $root0 = $node->safe_psql('postgres', $root_row);
 
 # --- the wrong client certificate ---------------------------------------------------------
