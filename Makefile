@@ -17,6 +17,9 @@ OBJS = \
 	src/subprocess.o \
 	src/provider_azure.o \
 	src/azure_client.o \
+	src/provider_kmip.o \
+	src/kmip_conn.o \
+	src/kmip_ttlv.o \
 	src/parse_core.o \
 	src/kms_answer.o \
 	src/store.o \
@@ -31,7 +34,7 @@ REGRESS_OPTS = --inputdir=. --outputdir=. --load-extension=pg_atrest
 
 PG_CPPFLAGS = -I/usr/include/p11-kit-1 -Wall -Wextra -Werror \
 	-Wno-unused-parameter -Wno-sign-compare -Wno-missing-field-initializers
-SHLIB_LINK = -lcrypto -llz4 -lcurl
+SHLIB_LINK = -lssl -lcrypto -llz4 -lcurl
 
 EXTRA_CLEAN = results regression.diffs regression.out tmp_check log
 

@@ -1679,6 +1679,7 @@ atrest_recheck_keys(PG_FUNCTION_ARGS)
 	KeyCacheDrop();
 	AtrestPkcs11Provider.reset();
 	AtrestCommandProvider.reset();
+	AtrestKmipProvider.reset();
 	PG_RETURN_VOID();
 }
 

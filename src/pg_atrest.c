@@ -60,6 +60,7 @@ _PG_init(void)
 	Pkcs11ProviderInit();
 	CommandProviderInit();
 	AzureProviderInit();
+	KmipProviderInit();
 	KeyringInit();
 	StoreInit();
 

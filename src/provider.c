@@ -14,6 +14,7 @@
 static const AtrestProvider *const providers[] = {
 	&AtrestPkcs11Provider,
 	&AtrestCommandProvider,
+	&AtrestKmipProvider,
 	&AtrestAzureProvider,
 };
 
@@ -26,7 +27,7 @@ ProviderLookup(const char *name)
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("unknown key provider \"%s\"", name),
-			 errhint("The providers are \"pkcs11\", \"command\" and \"azure\".")));
+			 errhint("The providers are \"pkcs11\", \"command\", \"kmip\" and \"azure\".")));
 	return NULL;				/* keep compiler quiet */
 }
 

@@ -3,8 +3,8 @@
  *		The interface every root-key provider implements.
  *
  * A provider wraps and unwraps a short byte string under a key that it names
- * with a URI and never hands out: an HSM object (pkcs11), or a key held by a
- * KMS behind an adapter program (command).  What pg_atrest asks a provider to
+ * with a URI and never hands out: an HSM object (pkcs11), a key in a KMIP
+ * server (kmip), or a key held by a KMS behind an adapter program (command).  What pg_atrest asks a provider to
  * wrap is the database key already sealed under the service key, so a
  * provider only ever sees ciphertext: its buffers may be palloc'd.
  *
@@ -57,6 +57,7 @@ typedef struct AtrestProvider
 extern const AtrestProvider AtrestPkcs11Provider;
 extern const AtrestProvider AtrestCommandProvider;
 extern const AtrestProvider AtrestAzureProvider;
+extern const AtrestProvider AtrestKmipProvider;
 
 /* Find a provider by name; ereport(ERROR) naming the known ones if unknown. */
 extern const AtrestProvider *ProviderLookup(const char *name);
@@ -76,5 +77,6 @@ extern const char *SecretFilePermissionProblem(const struct stat *st);
 extern void Pkcs11ProviderInit(void);
 extern void CommandProviderInit(void);
 extern void AzureProviderInit(void);
+extern void KmipProviderInit(void);
 
 #endif							/* ATREST_PROVIDER_H */

@@ -46,6 +46,9 @@ use warnings;
 use Exporter 'import';
 use File::Basename qw(dirname);
 use File::Spec;
+use IO::Socket::INET;
+use IPC::Run ();
+use POSIX ();
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -70,6 +73,7 @@ our @EXPORT = qw(
   database_files
   wait_for_scrub
   restore_key_modes
+  kmip_server
 );
 
 =pod
@@ -585,6 +589,142 @@ sub schema_description
 		 WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
 		       AND e.extname = 'pg_atrest')
 	SELECT string_agg(replace(line, E'\n', ' '), E'\n' ORDER BY line) FROM lines});
+}
+
+=pod
+
+=item kmip_server(dir)
+
+A PyKMIP server (Debian: python3-pykmip) for the kmip provider's tests, run from "dir" on
+127.0.0.1 and a free port with TLS 1.2 and client certificates.  Makes with openssl a CA,
+the server's certificate (for 127.0.0.1), the client certificate "client" (CN pg_atrest,
+extendedKeyUsage clientAuth; PyKMIP keys belong to the CN that created them), "intruder"
+(same CA, CN intruder) and "stranger" (signed by another CA), writes the server's
+configuration with its own sqlite database in "dir", and starts the server, waiting (with
+a deadline) until it accepts connections.  Returns undef, saying why with diag, when
+PyKMIP is not installed.  The returned hash holds port, ca, the paths of each certificate
+and key (client_cert, client_key, intruder_cert, ...), conf (postgresql.conf lines for
+the kmip provider with the "client" certificate), and code references start, stop and
+admin (test/kms/pykmip-admin's commands: admin->('create', NAME) returns the new key's
+Unique Identifier).  The server is stopped when the test script exits, failure included.
+
+=cut
+
+my @kmip_servers;
+
+sub kmip_server
+{
+	my ($dir) = @_;
+	my $pykmip = '/usr/bin/pykmip-server';
+	if (!-x $pykmip)
+	{
+		diag('PyKMIP is not installed (apt-get install python3-pykmip)');
+		return undef;
+	}
+	my $openssl = sub {
+		my ($out, $err);
+		IPC::Run::run([ 'openssl', @_ ], '>', \$out, '2>', \$err)
+		  or die "openssl @_ failed: $err";
+	};
+	my %k = (dir => $dir);
+	foreach my $ca ('ca', 'otherca')
+	{
+		$openssl->(
+			'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', "$dir/$ca.key",
+			'-out', "$dir/$ca.crt", '-days', '2', '-subj', "/CN=atrest test $ca");
+	}
+	my %leaf = (
+		server => [ 'ca', '127.0.0.1', 'serverAuth' ],
+		client => [ 'ca', 'pg_atrest', 'clientAuth' ],
+		intruder => [ 'ca', 'intruder', 'clientAuth' ],
+		stranger => [ 'otherca', 'pg_atrest', 'clientAuth' ],);
+	foreach my $name (sort keys %leaf)
+	{
+		my ($ca, $cn, $eku) = @{ $leaf{$name} };
+		PostgreSQL::Test::Utils::append_to_file("$dir/$name.ext",
+			"basicConstraints=CA:FALSE\nextendedKeyUsage=$eku\nsubjectAltName=IP:127.0.0.1\n");
+		$openssl->(
+			'req', '-newkey', 'rsa:2048', '-nodes', '-keyout', "$dir/$name.key",
+			'-out', "$dir/$name.csr", '-subj', "/CN=$cn");
+		$openssl->(
+			'x509', '-req', '-in', "$dir/$name.csr", '-CA', "$dir/$ca.crt",
+			'-CAkey', "$dir/$ca.key", '-CAcreateserial', '-out', "$dir/$name.crt",
+			'-days', '2', '-extfile', "$dir/$name.ext");
+		chmod 0600, "$dir/$name.key";
+		$k{"${name}_cert"} = "$dir/$name.crt";
+		$k{"${name}_key"} = "$dir/$name.key";
+	}
+	$k{ca} = "$dir/ca.crt";
+	$k{port} = PostgreSQL::Test::Cluster::get_free_port();
+	mkdir "$dir/policies";
+	PostgreSQL::Test::Utils::append_to_file(
+		"$dir/server.conf", "[server]
+hostname=127.0.0.1
+port=$k{port}
+certificate_path=$dir/server.crt
+key_path=$dir/server.key
+ca_path=$dir/ca.crt
+auth_suite=TLS1.2
+policy_path=$dir/policies
+enable_tls_client_auth=True
+logging_level=INFO
+database_path=$dir/pykmip.db
+");
+	$k{conf} =
+	    "atrest.kmip_host = '127.0.0.1'\natrest.kmip_port = $k{port}\n"
+	  . "atrest.kmip_client_cert = '$k{client_cert}'\natrest.kmip_client_key = '$k{client_key}'\n"
+	  . "atrest.kmip_ca_cert = '$k{ca}'\n";
+
+	# The server runs in a session and process group of its own: PyKMIP serves each
+	# connection in a child process, and those must go with it.
+	my ($server, $pgid);
+	$k{stop} = sub {
+		return unless $server;
+		kill 'TERM', -$pgid;
+		# TERM, then KILL if it has not exited within 15 s; then whatever is left of its group.
+		eval { $server->kill_kill(grace => 15) };
+		kill 'KILL', -$pgid;
+		$server = undef;
+	};
+	$k{start} = sub {
+		my ($out, $err) = ('', '');
+		$server = IPC::Run::start(
+			[ $pykmip, '--config_path', "$dir/server.conf", '--log_path', "$dir/pykmip.log" ],
+			init => sub { POSIX::setsid() },
+			'>', \$out, '2>', \$err);
+		$pgid = $server->{KIDS}[0]{PID};
+		push @kmip_servers, $pgid;
+		# PyKMIP takes a few seconds to start, more on a loaded machine.
+		my $deadline = time() + 180;
+		while (time() < $deadline)
+		{
+			die "pykmip-server exited: $err" unless $server->pumpable;
+			my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $k{port},
+				Proto => 'tcp', Timeout => 2);
+			if ($sock) { close $sock; return; }
+			sleep 1;
+		}
+		die "pykmip-server did not listen on port $k{port} within 180 s: $err";
+	};
+	my $admin = srcdir() . '/test/kms/pykmip-admin';
+	$k{admin} = sub {
+		my ($cmd, $arg) = @_;
+		my ($out, $err);
+		IPC::Run::run([ '/usr/bin/python3', $admin, '127.0.0.1', $k{port},
+				$k{client_cert}, $k{client_key}, $k{ca}, $cmd, $arg ],
+			'>', \$out, '2>', \$err)
+		  or die "pykmip-admin $cmd $arg failed: $err";
+		chomp $out;
+		return $out;
+	};
+	$k{start}->();
+	return \%k;
+}
+
+END
+{
+	# Whatever a failed test left running: its whole process group.
+	kill 'KILL', -$_ foreach @kmip_servers;
 }
 
 =pod
