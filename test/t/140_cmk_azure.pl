@@ -119,9 +119,6 @@ sub set_conf
 	sleep 0.3;    # let the reload reach every process before the next session
 }
 
-# The server log written since offset.
-sub log_since { return substr(PostgreSQL::Test::Utils::slurp_file($node->logfile), $_[0]) }
-
 my $uri = "https://$vault/keys/cmk1";
 
 # --- settings: superuser-only, reloaded with the configuration ---------------------------
@@ -192,7 +189,7 @@ like($reader->{stderr}, qr/customer-managed key .*"azure".* is unavailable/,
 	'key disabled in Key Vault: the next read after recheck_keys() fails with AT001');
 my $err = last_of('error');
 is($err->{inner}, 'KeyDisabled', 'the mock answered 403 KeyDisabled');
-my $log = log_since($off);
+my $log = log_since($node, $off);
 like($log, qr/HTTP 403, error Forbidden\/KeyDisabled, request id \Q$err->{request_id}\E/,
 	'the server log has Key Vault\'s error code and request id');
 unlike($reader->{stderr}, qr/\Q$err->{request_id}\E|KeyDisabled|vault\.azure\.net|cmk1/,
@@ -207,7 +204,7 @@ is($reader->{stderr}, '', 'without error');
 control('delete', key => 'cmk1');
 $off = -s $node->logfile;
 like(fails("SELECT atrest.recheck_keys(); $readable"), qr/AT001/, 'key deleted: AT001');
-like(log_since($off), qr/HTTP 404, error KeyNotFound, request id [0-9a-f-]{36}/,
+like(log_since($node, $off), qr/HTTP 404, error KeyNotFound, request id [0-9a-f-]{36}/,
 	'the server log says KeyNotFound with the request id');
 control('recover', key => 'cmk1');
 is(fresh_read(), 500,
@@ -251,13 +248,13 @@ $t0 = time;
 like(fails("SELECT atrest.recheck_keys(); $readable"), qr/AT001/,
 	'throttled throughout: AT001');
 cmp_ok(time - $t0, '<', 20, 'within the 3 s timeout (generous bound under load)');
-like(log_since($off), qr/still throttled \(HTTP 429/, 'the server log says it was throttled');
+like(log_since($node, $off), qr/still throttled \(HTTP 429/, 'the server log says it was throttled');
 control('set', throttle => 0);
 
 control('set', fail => 1, fail_status => 500);
 $off = -s $node->logfile;
 like(fails("SELECT atrest.recheck_keys(); $readable"), qr/AT001/, 'HTTP 500: AT001');
-like(log_since($off), qr/HTTP 500, error InternalServerError, request id [0-9a-f-]{36}/,
+like(log_since($node, $off), qr/HTTP 500, error InternalServerError, request id [0-9a-f-]{36}/,
 	'the server log has the 500 with the request id');
 is(fresh_read(), 500,
 	'readable once the server answers again');
@@ -277,7 +274,7 @@ $off = -s $node->logfile;
 $t0 = time;
 like(fails("SELECT atrest.recheck_keys(); $readable"), qr/AT001/, 'server down: AT001');
 cmp_ok(time - $t0, '<', 20, 'at once, not after a hang');
-like(log_since($off), qr/curl error 7/, 'the server log says it could not connect');
+like(log_since($node, $off), qr/curl error 7/, 'the server log says it could not connect');
 set_conf('atrest.azure_connect_to', $connect_to);
 
 control('set', delay => 30, delay_count => 1);
@@ -315,7 +312,7 @@ set_conf('atrest.azure_client_secret_file', $secret);
 $off = -s $node->logfile;
 like(fails("SELECT atrest.recheck_keys(); $readable"), qr/AT001/,
 	'a client secret file readable by others: AT001');
-like(log_since($off), qr/azure_client_secret_file is refused: it has group or world access/,
+like(log_since($node, $off), qr/azure_client_secret_file is refused: it has group or world access/,
 	'the server log says why');
 chmod 0600, $secret;
 my $sp0 = stats('token_sp');
@@ -327,7 +324,7 @@ control('set', secret => 'rotated-secret');
 control('revoke-tokens');
 $off = -s $node->logfile;
 like(fails("SELECT atrest.recheck_keys(); $readable"), qr/AT001/, 'a wrong client secret: AT001');
-like(log_since($off), qr/HTTP 401, error invalid_client/, 'the server log has the authority\'s error');
+like(log_since($node, $off), qr/HTTP 401, error invalid_client/, 'the server log has the authority\'s error');
 control('set', secret => 'test-secret');
 
 # --- disable ------------------------------------------------------------------------------------
