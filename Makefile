@@ -13,7 +13,8 @@ OBJS = \
 	src/provider_service.o \
 	src/provider_pkcs11.o \
 	src/provider_command.o \
-	src/store.o
+	src/store.o \
+	src/wire.o
 
 DATA = sql/pg_atrest--1.0.sql sql/pg_atrest--1.1.sql sql/pg_atrest--1.0--1.1.sql
 

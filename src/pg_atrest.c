@@ -14,6 +14,7 @@
 
 #include "pg_atrest.h"
 #include "provider.h"
+#include "wire.h"
 
 PG_MODULE_MAGIC;
 
@@ -61,6 +62,7 @@ _PG_init(void)
 	CommandProviderInit();
 	KeyringInit();
 	StoreInit();
+	WireInit();
 
 #if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("atrest");
