@@ -46,6 +46,7 @@ use warnings;
 use Exporter 'import';
 use File::Basename qw(dirname);
 use File::Spec;
+use IPC::Run ();
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -64,6 +65,8 @@ our @EXPORT = qw(
   counting_kms_adapter
   provider_calls
   psql_error
+  driver_fixture
+  driver_checks
 );
 
 =pod
@@ -523,6 +526,79 @@ sub schema_description
 		 WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
 		       AND e.extname = 'pg_atrest')
 	SELECT string_agg(replace(line, E'\n', ' '), E'\n' ORDER BY line) FROM lines});
+}
+
+=pod
+
+=item driver_fixture(node [, dbname])
+
+Creates table "drv" for the driver tests (120-122): each encrypted column next to a plain
+column of the plain type holding the same value (doc/pdoc jsonb, blob/pblob bytea,
+note/pnote text), rows 1 and 2 with nested JSON, numbers, Unicode, a NUL and high bytes,
+a tab and a newline, and row 3 all NULL.
+
+=cut
+
+sub driver_fixture
+{
+	my ($node, $db) = @_;
+	$node->safe_psql(
+		$db // 'postgres', q{
+		CREATE TABLE drv (
+		    id int PRIMARY KEY,
+		    doc atrest.encrypted_jsonb, pdoc jsonb,
+		    blob atrest.encrypted_bytea, pblob bytea,
+		    note atrest.encrypted_text, pnote text);
+		INSERT INTO drv (id, pdoc, pblob, pnote) VALUES
+		    (1, '{"a": 1, "b": [1.5, true, null, "x"], "c": {"d": "é€😀"}}',
+		        '\x00ff10807f', E'plain words \u00e9\t and a tab'),
+		    (2, '[1, 2, {"k": "v"}]', '\x', E'line\nbreak'),
+		    (3, NULL, NULL, NULL);
+		UPDATE drv SET doc = pdoc, blob = pblob, note = pnote;});
+	return;
+}
+
+=pod
+
+=item driver_checks(node, name, [interpreter...], script)
+
+Writes script to a file, runs it with the interpreter and PGHOST, PGPORT, PGDATABASE
+(postgres) and PGUSER set for node, and turns each line "ok NAME" or "not ok NAME # WHY"
+that it prints into a Test::More result named "NAME" (prefixed with name).  Fails when the
+script exits non-zero or reports nothing.  Returns the number of checks.
+
+=cut
+
+sub driver_checks
+{
+	my ($node, $name, $interp, $script) = @_;
+	my $file = PostgreSQL::Test::Utils::tempdir() . "/$name.script";
+	open(my $fh, '>', $file) or die "could not write $file: $!";
+	print $fh $script;
+	close($fh);
+
+	local $ENV{PGHOST} = $node->host;
+	local $ENV{PGPORT} = $node->port;
+	local $ENV{PGDATABASE} = 'postgres';
+	local $ENV{PGUSER} = $ENV{PGUSER} // scalar getpwuid($<);
+	my ($stdout, $stderr);
+	my $ok = IPC::Run::run([ @$interp, $file ], '>', \$stdout, '2>', \$stderr);
+	my $n = 0;
+	for my $line (split /\n/, $stdout)
+	{
+		if ($line =~ /^(not )?ok (.*?)(?: # (.*))?$/)
+		{
+			ok(!defined $1, "$name: $2") or diag($3 // '');
+			$n++;
+		}
+		else
+		{
+			note("$name: $line");
+		}
+	}
+	ok($ok, "$name: script exits 0") or diag($stderr);
+	ok($n > 0, "$name: script reported checks") or diag($stderr);
+	return $n;
 }
 
 =pod
