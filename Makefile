@@ -14,7 +14,9 @@ OBJS = \
 	src/provider_pkcs11.o \
 	src/provider_command.o \
 	src/store.o \
-	src/wire.o
+	src/wire.o \
+	src/operators.o \
+	src/guard.o
 
 DATA = sql/pg_atrest--1.0.sql sql/pg_atrest--1.1.sql sql/pg_atrest--1.0--1.1.sql
 

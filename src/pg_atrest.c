@@ -63,6 +63,7 @@ _PG_init(void)
 	KeyringInit();
 	StoreInit();
 	WireInit();
+	IndexGuardInit();
 
 #if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("atrest");

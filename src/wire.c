@@ -131,6 +131,21 @@ ClientType(const WireTypes *types, Oid type)
 	return InvalidOid;
 }
 
+/*
+ * The plain type that "type" (a domain over an encrypted type counts, and an
+ * array of one maps to the plain array type) is sent as, or InvalidOid when
+ * it is not an encrypted type (or pg_atrest is not installed here).
+ */
+Oid
+AtrestPlainTypeOf(Oid type)
+{
+	WireTypes	types;
+
+	if (type < FirstNormalObjectId || !LookupWireTypes(&types))
+		return InvalidOid;
+	return ClientType(&types, type);
+}
+
 /* Whether any non-junk entry of "tlist" has a type from outside the catalog. */
 static bool
 MayHaveEncrypted(List *tlist)

@@ -7,5 +7,8 @@
 #define ATREST_WIRE_H
 
 extern void WireInit(void);
+extern Oid	AtrestPlainTypeOf(Oid type);
+
+extern void IndexGuardInit(void);
 
 #endif							/* ATREST_WIRE_H */
