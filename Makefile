@@ -16,7 +16,8 @@ OBJS = \
 	src/store.o \
 	src/wire.o \
 	src/operators.o \
-	src/guard.o
+	src/guard.o \
+	src/subscript.o
 
 DATA = sql/pg_atrest--1.0.sql sql/pg_atrest--1.1.sql sql/pg_atrest--1.0--1.1.sql
 

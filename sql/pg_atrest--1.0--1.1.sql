@@ -195,3 +195,14 @@ REVOKE ALL ON FUNCTION atrest._load_guard() FROM PUBLIC;
 CREATE EVENT TRIGGER atrest_load_guard ON ddl_command_start
     WHEN TAG IN ('CREATE INDEX', 'CREATE TABLE', 'ALTER TABLE', 'CREATE SCHEMA')
     EXECUTE FUNCTION atrest._load_guard();
+
+------------------------------------------------------------------------------
+-- 1.1 (issue 10): subscripting of encrypted_jsonb (src/subscript.c): doc['a'], doc[0] read
+-- as on jsonb; UPDATE ... SET doc['a'] = ... opens, assigns and seals under
+-- the column's key class.
+------------------------------------------------------------------------------
+
+CREATE FUNCTION atrest.encrypted_jsonb_subscript_handler(internal) RETURNS internal
+    AS 'MODULE_PATHNAME' LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+GRANT EXECUTE ON FUNCTION atrest.encrypted_jsonb_subscript_handler(internal) TO PUBLIC;
+ALTER TYPE atrest.encrypted_jsonb SET (SUBSCRIPT = atrest.encrypted_jsonb_subscript_handler);

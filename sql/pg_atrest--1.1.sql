@@ -427,6 +427,17 @@ CREATE EVENT TRIGGER atrest_load_guard ON ddl_command_start
     EXECUTE FUNCTION atrest._load_guard();
 
 ------------------------------------------------------------------------------
+-- Subscripting of encrypted_jsonb (src/subscript.c): doc['a'], doc[0] read
+-- as on jsonb; UPDATE ... SET doc['a'] = ... opens, assigns and seals under
+-- the column's key class.
+------------------------------------------------------------------------------
+
+CREATE FUNCTION atrest.encrypted_jsonb_subscript_handler(internal) RETURNS internal
+    AS 'MODULE_PATHNAME' LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+GRANT EXECUTE ON FUNCTION atrest.encrypted_jsonb_subscript_handler(internal) TO PUBLIC;
+ALTER TYPE atrest.encrypted_jsonb SET (SUBSCRIPT = atrest.encrypted_jsonb_subscript_handler);
+
+------------------------------------------------------------------------------
 -- Key management.  SECURITY DEFINER with a pinned search_path, and not
 -- executable by PUBLIC: grant EXECUTE to the roles that manage keys.
 ------------------------------------------------------------------------------
