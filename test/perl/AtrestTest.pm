@@ -504,6 +504,7 @@ sub schema_description
 		       || t.typalign::text || ' ' || t.typstorage::text || ' ' || t.typcategory::text || ' '
 		       || t.typinput::text || ' ' || t.typoutput::text || ' ' || t.typreceive::text || ' '
 		       || t.typsend::text || ' ' || t.typmodin::text || ' ' || t.typmodout::text
+		       || ' subscript=' || t.typsubscript::text || ' analyze=' || t.typanalyze::text
 		       || ' acl=' || coalesce(t.typacl::text, '')
 		  FROM pg_type t WHERE t.typnamespace = (SELECT oid FROM ns) AND t.typtype <> 'c'
 		       AND t.typelem = 0
@@ -516,7 +517,29 @@ sub schema_description
 		    OR ca.casttarget IN (SELECT oid FROM pg_type WHERE typnamespace = (SELECT oid FROM ns))
 		UNION ALL
 		SELECT 'operator ' || o.oid::regoperator::text || ' ' || o.oprcode::text
-		  FROM pg_operator o WHERE o.oprnamespace = (SELECT oid FROM ns)
+		       || ' com=' || o.oprcom::regoperator::text || ' neg=' || o.oprnegate::regoperator::text
+		       || ' ' || o.oprrest::text || ' ' || o.oprjoin::text
+		       || ' hashes=' || o.oprcanhash || ' merges=' || o.oprcanmerge
+		  FROM pg_operator o
+		 WHERE o.oprnamespace = (SELECT oid FROM ns)
+		    OR o.oprleft IN (SELECT oid FROM pg_type WHERE typnamespace = (SELECT oid FROM ns))
+		    OR o.oprright IN (SELECT oid FROM pg_type WHERE typnamespace = (SELECT oid FROM ns))
+		UNION ALL
+		SELECT 'operator class ' || opc.opcname || ' ' || am.amname || ' default=' || opc.opcdefault
+		       || ' ' || opc.opcintype::regtype::text || ' members=' || coalesce((
+		            SELECT string_agg(x, ', ' ORDER BY x) FROM (
+		              SELECT 'op ' || ao.amopstrategy || ' ' || ao.amopopr::regoperator::text AS x
+		                FROM pg_amop ao WHERE ao.amopfamily = opc.opcfamily
+		              UNION ALL
+		              SELECT 'proc ' || ap.amprocnum || ' ' || ap.amproc::regprocedure::text
+		                FROM pg_amproc ap WHERE ap.amprocfamily = opc.opcfamily) m), '')
+		  FROM pg_opclass opc JOIN pg_am am ON am.oid = opc.opcmethod
+		 WHERE opc.opcnamespace = (SELECT oid FROM ns)
+		UNION ALL
+		SELECT 'event trigger ' || e.evtname || ' ' || e.evtevent || ' ' || e.evtfoid::regproc::text
+		       || ' enabled=' || e.evtenabled::text || ' tags=' || coalesce(e.evttags::text, '')
+		  FROM pg_event_trigger e
+		 WHERE e.evtfoid IN (SELECT oid FROM pg_proc WHERE pronamespace = (SELECT oid FROM ns))
 		UNION ALL
 		SELECT 'schema owner=' || pg_get_userbyid(n.nspowner) || ' acl=' || coalesce(n.nspacl::text, '')
 		  FROM pg_namespace n WHERE n.oid = (SELECT oid FROM ns)
