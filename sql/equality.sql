@@ -98,6 +98,9 @@ CREATE TABLE eq3 (id int, doc atrest.encrypted_jsonb, EXCLUDE USING hash (doc WI
 CREATE TYPE eq_pair AS (d atrest.encrypted_jsonb, n int);
 CREATE TABLE eq4 (p eq_pair);
 CREATE INDEX ON eq4 (p);
+CREATE TYPE eq_range AS RANGE (subtype = atrest.encrypted_text);
+CREATE TABLE eq6 (r eq_range);
+CREATE INDEX ON eq6 USING gist (r);
 CREATE TABLE eq5 (id int, v jsonb);
 CREATE INDEX eq5_v ON eq5 (v);
 ALTER TABLE eq5 ALTER COLUMN v TYPE atrest.encrypted_jsonb;
@@ -114,7 +117,8 @@ SELECT attname, null_frac, avg_width > 0 AS has_width, n_distinct, most_common_v
   FROM pg_stats WHERE tablename = 'eq1' AND attname IN ('doc', 'blob', 'note') ORDER BY attname;
 
 DROP FUNCTION eq_id(eq1);
-DROP TABLE eq1, eq2, eq4, eq5, checks;
+DROP TABLE eq1, eq2, eq4, eq5, eq6, checks;
+DROP TYPE eq_range;
 DROP TYPE eq_pair;
 DROP FUNCTION eq_a(atrest.encrypted_jsonb);
 DROP FUNCTION same(text, text);

@@ -12,10 +12,11 @@
  * the encryption.  So every new index is checked when index_create()
  * announces it (OAT_POST_CREATE, before the index is built) and refused if
  * any key column, INCLUDE column, expression or predicate uses a column of
- * an encrypted type (or of a domain, array or composite type over one).  The
- * check catches every way an index comes to exist: CREATE INDEX, UNIQUE and
- * PRIMARY KEY constraints, ALTER TABLE ... TYPE rebuilding an index,
- * partitions inheriting an index, REINDEX CONCURRENTLY.
+ * an encrypted type (or of a domain, array, range or composite type over
+ * one).  The check catches every way an index comes to exist: CREATE INDEX,
+ * UNIQUE, PRIMARY KEY and exclusion constraints, ALTER TABLE ... TYPE
+ * rebuilding an index, partitions inheriting an index, REINDEX
+ * CONCURRENTLY.
  *
  * The object access hook only runs once the module is loaded.  An event
  * trigger on ddl_command_start (atrest._load_guard) calls into the module
@@ -64,6 +65,10 @@ HoldsEncrypted(Oid type, int depth)
 	type = getBaseType(type);
 	if (OidIsValid(get_element_type(type)))
 		return HoldsEncrypted(get_element_type(type), depth + 1);
+	if (OidIsValid(get_multirange_range(type)))
+		return HoldsEncrypted(get_multirange_range(type), depth + 1);
+	if (OidIsValid(get_range_subtype(type)))
+		return HoldsEncrypted(get_range_subtype(type), depth + 1);
 	if (!type_is_rowtype(type) || type == RECORDOID || depth > 16)
 		return false;
 	tupdesc = lookup_rowtype_tupdesc(type, -1);

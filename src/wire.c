@@ -336,6 +336,12 @@ WirePostParseAnalyze(ParseState *pstate, Query *query, JumbleState *jstate)
 			return;
 		loaded_mid_statement = false;
 	}
+	/* most statements return no column of a type from outside the catalog */
+	if (query->commandType == CMD_SELECT ? !MayHaveEncrypted(query->targetList) :
+		query->commandType == CMD_UTILITY ? !(query->utilityStmt &&
+											  IsA(query->utilityStmt, DeclareCursorStmt)) :
+		!MayHaveEncrypted(query->returningList))
+		return;
 	if (!LookupWireTypes(&types))
 		return;
 	RewriteForClient(pstate, &types, query);
