@@ -77,7 +77,7 @@ EXPLAIN (COSTS OFF) SELECT doc FROM eq1 UNION SELECT doc FROM eq2;
 -- a client gets plain types from a grouped query
 SELECT doc, count(*) FROM eq1 GROUP BY doc \gdesc
 SELECT doc FROM eq1 UNION SELECT doc FROM eq2 \gdesc
-SELECT DISTINCT note FROM eq1 ORDER BY note;
+SELECT DISTINCT note FROM eq1 WHERE note <> 'ABC' ORDER BY note DESC;
 
 -- no index over an encrypted column, whatever the way
 CREATE INDEX ON eq1 (doc);

@@ -48,6 +48,16 @@ SELECT doc, blob, note FROM w WHERE id = 1 UNION ALL SELECT doc, blob, note FROM
 SELECT doc, blob, note FROM w WHERE id = 1 UNION ALL SELECT doc, blob, note FROM w WHERE id = 2;
 SELECT doc FROM w UNION ALL SELECT pdoc FROM w \gdesc
 SELECT id, doc FROM w ORDER BY id DESC LIMIT 1;
+-- sorted on the encrypted column itself: the wrapped query keeps its order
+SELECT doc, note FROM w ORDER BY doc DESC \gdesc
+SELECT doc, note FROM w ORDER BY doc DESC;
+SELECT doc, note FROM w ORDER BY note;
+BEGIN;
+DECLARE c2 SCROLL CURSOR FOR SELECT DISTINCT doc FROM w ORDER BY doc;
+FETCH LAST FROM c2 \gdesc
+FETCH LAST FROM c2;
+FETCH PRIOR FROM c2;
+COMMIT;
 WITH x AS (SELECT doc FROM w) SELECT doc FROM x \gdesc
 WITH ins AS (INSERT INTO w VALUES (4, '{"a": 4}', NULL, NULL, NULL) RETURNING doc) SELECT doc FROM ins \gdesc
 DELETE FROM w WHERE id = 4;
