@@ -112,6 +112,17 @@ SELECT t || 'x', pt || 'x', t || t, 'x' || t, t LIKE 'a%', upper(t), t < 'b', t 
        b || b, b || '\x03'::bytea, length(b), get_byte(b, 1), b = pb, position('\x02'::bytea IN b)
   FROM ot;
 
+-- a role without any grant beyond the table uses the operators and casts
+CREATE ROLE op_user;
+GRANT SELECT ON od TO op_user;
+SET ROLE op_user;
+SELECT e || '{"x": 1}' AS merged, to_jsonb(e) -> 'a' AS nested, e['s'] AS sub, count(*) OVER (PARTITION BY e)
+  FROM od WHERE id = 1;
+SELECT count(DISTINCT e) FROM od;
+RESET ROLE;
+DROP OWNED BY op_user;
+DROP ROLE op_user;
+
 DROP TABLE ot;
 DROP FUNCTION compare(text);
 DROP TABLE od;
