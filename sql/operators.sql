@@ -112,6 +112,20 @@ SELECT t || 'x', pt || 'x', t || t, 'x' || t, t LIKE 'a%', upper(t), t < 'b', t 
        b || b, b || '\x03'::bytea, length(b), get_byte(b, 1), b = pb, position('\x02'::bytea IN b)
   FROM ot;
 
+-- plpgsql evaluates an expression again with new variable values: nothing
+-- opened for one value is reused for the next
+DO $$
+DECLARE a atrest.encrypted_jsonb; b atrest.encrypted_jsonb; r text := '';
+BEGIN
+    FOR i IN 1..3 LOOP
+        a := jsonb_build_object('i', i);
+        b := jsonb_build_object('j', i * 10);
+        r := r || (a || b)::text || ' ' || (a OPERATOR(atrest.=) b)::text || ' '
+               || (a OPERATOR(atrest.=) jsonb_build_object('i', i)::atrest.encrypted_jsonb)::text || '; ';
+    END LOOP;
+    RAISE NOTICE '%', r;
+END $$;
+
 -- a role without any grant beyond the table uses the operators and casts
 CREATE ROLE op_user;
 GRANT SELECT ON od TO op_user;

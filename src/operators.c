@@ -7,9 +7,9 @@
  * Every function here opens its encrypted arguments and applies the plain
  * type's own function, so results and errors are the plain type's.  The
  * opened values are freed before returning (sorts and hash tables call these
- * functions many times in one memory context); an argument that is the same
- * for the whole query (a constant or a bind parameter) is opened once and
- * kept in fn_extra for the query's lifetime.
+ * functions many times in one memory context); a constant argument (such as
+ * the literal in doc || '{"k": 1}', which becomes an encrypted constant) is
+ * opened once and kept in fn_extra for the expression's lifetime.
  *
  * Ordering of encrypted_text uses the database's default collation (the one
  * that the implicit cast to text gives), equality and hashing its bytes (the
@@ -24,6 +24,7 @@
 
 #include "catalog/pg_collation.h"
 #include "common/hashfn.h"
+#include "nodes/primnodes.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/jsonb.h"
@@ -38,6 +39,30 @@ typedef struct StableArgs
 } StableArgs;
 
 /*
+ * Whether argument "argno" of the call is a constant.  Only a Const: a
+ * bind parameter is stable within one execution, but plpgsql evaluates its
+ * simple expressions again and again with one FmgrInfo and changing
+ * parameter values, so an opened parameter must not be kept.
+ */
+static bool
+ArgIsConst(FmgrInfo *flinfo, int argno)
+{
+	Node	   *expr;
+	List	   *args;
+
+	if (flinfo == NULL || flinfo->fn_expr == NULL)
+		return false;
+	expr = flinfo->fn_expr;
+	if (IsA(expr, FuncExpr))
+		args = ((FuncExpr *) expr)->args;
+	else if (IsA(expr, OpExpr))
+		args = ((OpExpr *) expr)->args;
+	else
+		return false;
+	return argno < list_length(args) && IsA(list_nth(args, argno), Const);
+}
+
+/*
  * The opened value of argument "argno"; *must_free says whether the caller
  * frees it.
  */
@@ -48,8 +73,7 @@ OpenArg(FunctionCallInfo fcinfo, AtrestKind kind, int argno, bool *must_free)
 	StableArgs *cache;
 	MemoryContext old;
 
-	if (fcinfo->flinfo == NULL || fcinfo->flinfo->fn_expr == NULL ||
-		!get_fn_expr_arg_stable(fcinfo->flinfo, argno))
+	if (!ArgIsConst(fcinfo->flinfo, argno))
 	{
 		*must_free = true;
 		return PointerGetDatum(EnvelopeOpen(kind, sealed));
