@@ -62,6 +62,22 @@ WITH x AS (SELECT doc FROM w) SELECT doc FROM x \gdesc
 WITH ins AS (INSERT INTO w VALUES (4, '{"a": 4}', NULL, NULL, NULL) RETURNING doc) SELECT doc FROM ins \gdesc
 DELETE FROM w WHERE id = 4;
 
+-- more shapes
+BEGIN;
+SELECT doc, note FROM w ORDER BY doc FOR UPDATE;
+DECLARE c3 CURSOR FOR SELECT id, doc FROM w WHERE id = 1 FOR UPDATE;
+FETCH 1 FROM c3;
+UPDATE w SET note = 'one!' WHERE CURRENT OF c3 RETURNING id, note;
+ROLLBACK;
+VALUES ('{"v": 1}'::atrest.encrypted_jsonb) \gdesc
+TABLE w \gdesc
+SELECT doc, count(*) FROM w GROUP BY GROUPING SETS ((doc), ()) ORDER BY doc NULLS LAST;
+SELECT doc FROM w UNION SELECT doc FROM w ORDER BY 1 DESC LIMIT 1;
+WITH RECURSIVE r(n, d) AS (SELECT 1, doc FROM w WHERE id = 1 UNION ALL SELECT n + 1, d FROM r WHERE n < 3)
+SELECT n, d FROM r \gdesc
+SELECT * FROM (SELECT DISTINCT doc FROM w) s ORDER BY 1 \gdesc
+SELECT DISTINCT ON (note) note, doc FROM w ORDER BY note, id;
+
 -- storage keeps the encrypted types: CREATE TABLE AS, SELECT INTO, views,
 -- materialized views, and what is built on a view
 CREATE TABLE w_ctas AS SELECT doc, blob, note FROM w;
