@@ -110,6 +110,13 @@ CREATE INDEX eq1_pdoc ON eq1 USING gin (pdoc);
 SELECT indexrelid::regclass FROM pg_index WHERE indrelid IN ('eq1'::regclass, 'eq4'::regclass, 'eq5'::regclass)
  ORDER BY 1::text;
 
+-- nor extended statistics
+CREATE STATISTICS eq_s1 ON doc, id FROM eq1;
+CREATE STATISTICS eq_s2 (mcv) ON note, pnote FROM eq1;
+CREATE STATISTICS eq_s3 ON (eq_a(doc)), id FROM eq1;
+CREATE STATISTICS eq_s4 ON id, pnote FROM eq1;
+SELECT stxname FROM pg_statistic_ext WHERE stxrelid = 'eq1'::regclass;
+
 -- ANALYZE: null fraction and width, no values, no histogram, no distinct count
 ANALYZE eq1;
 SELECT attname, null_frac, avg_width > 0 AS has_width, n_distinct, most_common_vals IS NULL AS no_mcv,

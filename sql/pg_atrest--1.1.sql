@@ -267,9 +267,10 @@ GRANT EXECUTE ON FUNCTION atrest.jsonb_concat(atrest.encrypted_jsonb, atrest.enc
 -- schema atrest: PostgreSQL finds them through the default operator classes,
 -- and a comparison written in SQL (doc = '{...}') keeps resolving to the
 -- plain type's operator through the implicit cast.  No index may use these
--- classes (src/guard.c refuses any index over an encrypted column; the
--- event trigger below makes sure the check is loaded), and ANALYZE keeps
--- only the null fraction and the width of encrypted columns.
+-- classes (src/guard.c refuses any index or extended statistics over an
+-- encrypted column; the event trigger below makes sure the check is
+-- loaded), and ANALYZE keeps only the null fraction and the width of
+-- encrypted columns.
 ------------------------------------------------------------------------------
 
 -- encrypted_jsonb
@@ -417,13 +418,13 @@ ALTER TYPE atrest.encrypted_jsonb SET (ANALYZE = atrest.encrypted_typanalyze);
 ALTER TYPE atrest.encrypted_bytea SET (ANALYZE = atrest.encrypted_typanalyze);
 ALTER TYPE atrest.encrypted_text SET (ANALYZE = atrest.encrypted_typanalyze);
 
--- Loads the module before any statement that can create an index, so that
--- its index check is in place where pg_atrest is not preloaded.
+-- Loads the module before any statement that can create an index or
+-- statistics, so that its check is in place where pg_atrest is not preloaded.
 CREATE FUNCTION atrest._load_guard() RETURNS event_trigger
     AS 'MODULE_PATHNAME', 'atrest_load_guard' LANGUAGE C;
 REVOKE ALL ON FUNCTION atrest._load_guard() FROM PUBLIC;
 CREATE EVENT TRIGGER atrest_load_guard ON ddl_command_start
-    WHEN TAG IN ('CREATE INDEX', 'CREATE TABLE', 'ALTER TABLE', 'CREATE SCHEMA')
+    WHEN TAG IN ('CREATE INDEX', 'CREATE TABLE', 'ALTER TABLE', 'CREATE SCHEMA', 'CREATE STATISTICS')
     EXECUTE FUNCTION atrest._load_guard();
 
 ------------------------------------------------------------------------------

@@ -18,6 +18,10 @@
  * rebuilding an index, partitions inheriting an index, REINDEX
  * CONCURRENTLY.
  *
+ * Extended statistics (CREATE STATISTICS) over an encrypted column are
+ * refused the same way, and ANALYZE of an encrypted column records only its
+ * null fraction and width (encrypted_typanalyze).
+ *
  * The object access hook only runs once the module is loaded.  An event
  * trigger on ddl_command_start (atrest._load_guard) calls into the module
  * before every statement that can create an index, which loads it, so the
@@ -33,6 +37,7 @@
 #include "catalog/objectaccess.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_index.h"
+#include "catalog/pg_statistic_ext.h"
 #include "commands/event_trigger.h"
 #include "commands/vacuum.h"
 #include "nodes/nodeFuncs.h"
@@ -104,6 +109,59 @@ FirstEncryptedColumn(Relation rel, Bitmapset *attnos, bool whole_row)
 	return 0;
 }
 
+/*
+ * Raise an error if a column in "keys" (stored as they are) or in "exprs"
+ * (used by expressions) of relation "relid" holds encrypted values; the
+ * object being created is an index, or extended statistics when
+ * "statistics" is set.
+ */
+static void
+RefuseEncrypted(Oid relid, Bitmapset *keys, Bitmapset *exprs, bool statistics)
+{
+	Relation	heap = table_open(relid, NoLock);
+	bool		computed = false;
+	AttrNumber	bad;
+	char	   *colname;
+	char	   *relname;
+
+	bad = FirstEncryptedColumn(heap, keys, false);
+	if (bad == 0)
+	{
+		bad = FirstEncryptedColumn(heap, exprs,
+								   bms_is_member(0 - FirstLowInvalidHeapAttributeNumber, exprs));
+		computed = true;
+	}
+	if (bad == 0)
+	{
+		table_close(heap, NoLock);
+		return;
+	}
+	colname = pstrdup(NameStr(TupleDescAttr(RelationGetDescr(heap), bad - 1)->attname));
+	relname = pstrdup(RelationGetRelationName(heap));
+	table_close(heap, NoLock);
+
+	if (statistics)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot create statistics on encrypted column \"%s\" of table \"%s\"",
+						colname, relname),
+				 errdetail("Extended statistics would keep distinct counts, dependencies or common "
+						   "values of the plaintext outside the encryption."),
+				 errhint("Create the statistics on the table's plain columns only.")));
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("cannot create an index on encrypted column \"%s\" of table \"%s\"",
+					colname, relname),
+			 computed ?
+			 errdetail("The index would keep values computed from the plaintext in its files "
+					   "and in WAL, outside the encryption.") :
+			 errdetail("The index would keep the plaintext's order and equality in its files "
+					   "and in WAL, outside the encryption."),
+			 errhint("Keep what must be searched in a separate plain column (for example "
+					 "a keyed hash of the value computed by the application, or an "
+					 "attribute that is not sensitive) and index that column.")));
+}
+
 /* Refuse the index "indexoid", just created, if it covers encrypted values. */
 static void
 CheckNewIndex(Oid indexoid)
@@ -114,11 +172,8 @@ CheckNewIndex(Oid indexoid)
 	ScanKeyData key;
 	HeapTuple	tup;
 	Form_pg_index idx;
-	Relation	heap;
 	Bitmapset  *keys = NULL;
 	Bitmapset  *exprs = NULL;
-	AttrNumber	bad;
-	bool		computed = false;
 
 	pg_index = table_open(IndexRelationId, AccessShareLock);
 	ScanKeyInit(&key, Anum_pg_index_indexrelid, BTEqualStrategyNumber, F_OIDEQ,
@@ -148,31 +203,43 @@ CheckNewIndex(Oid indexoid)
 			pull_varattnos(stringToNode(TextDatumGetCString(d)), 1, &exprs);
 	}
 
-	heap = table_open(idx->indrelid, NoLock);
-	bad = FirstEncryptedColumn(heap, keys, false);
-	if (bad == 0)
-	{
-		bad = FirstEncryptedColumn(heap, exprs,
-								   bms_is_member(0 - FirstLowInvalidHeapAttributeNumber, exprs));
-		computed = true;
-	}
-	if (bad != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("cannot create an index on encrypted column \"%s\" of table \"%s\"",
-						NameStr(TupleDescAttr(RelationGetDescr(heap), bad - 1)->attname),
-						RelationGetRelationName(heap)),
-				 computed ?
-				 errdetail("The index would keep values computed from the plaintext in its files "
-						   "and in WAL, outside the encryption.") :
-				 errdetail("The index would keep the plaintext's order and equality in its files "
-						   "and in WAL, outside the encryption."),
-				 errhint("Keep what must be searched in a separate plain column (for example "
-						 "a keyed hash of the value computed by the application, or an "
-						 "attribute that is not sensitive) and index that column.")));
-	table_close(heap, NoLock);
+	RefuseEncrypted(idx->indrelid, keys, exprs, false);
 	systable_endscan(scan);
 	table_close(pg_index, AccessShareLock);
+}
+
+/* Refuse the extended statistics object "statoid", just created, likewise. */
+static void
+CheckNewStatistics(Oid statoid)
+{
+	Relation	pg_stext;
+	SysScanDesc scan;
+	ScanKeyData key;
+	HeapTuple	tup;
+	Form_pg_statistic_ext stx;
+	Bitmapset  *keys = NULL;
+	Bitmapset  *exprs = NULL;
+	bool		isnull;
+	Datum		d;
+
+	pg_stext = table_open(StatisticExtRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_statistic_ext_oid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(statoid));
+	scan = systable_beginscan(pg_stext, StatisticExtOidIndexId, true, SnapshotSelf, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+	{
+		stx = (Form_pg_statistic_ext) GETSTRUCT(tup);
+		for (int i = 0; i < stx->stxkeys.dim1; i++)
+			keys = bms_add_member(keys, stx->stxkeys.values[i] - FirstLowInvalidHeapAttributeNumber);
+		d = heap_getattr(tup, Anum_pg_statistic_ext_stxexprs, RelationGetDescr(pg_stext), &isnull);
+		if (!isnull)
+			pull_varattnos(stringToNode(TextDatumGetCString(d)), 1, &exprs);
+		/* statistics keep values computed from both */
+		RefuseEncrypted(stx->stxrelid, keys, exprs, true);
+	}
+	systable_endscan(scan);
+	table_close(pg_stext, AccessShareLock);
 }
 
 static void
@@ -182,9 +249,12 @@ GuardObjectAccess(ObjectAccessType access, Oid classId, Oid objectId,
 	if (prev_object_access_hook)
 		prev_object_access_hook(access, classId, objectId, subId, arg);
 
-	if (access == OAT_POST_CREATE && classId == RelationRelationId && subId == 0 &&
-		IsTransactionState())
+	if (access != OAT_POST_CREATE || subId != 0 || !IsTransactionState())
+		return;
+	if (classId == RelationRelationId)
 		CheckNewIndex(objectId);
+	else if (classId == StatisticExtRelationId)
+		CheckNewStatistics(objectId);
 }
 
 /*
