@@ -41,6 +41,11 @@ COMMIT;
 PREPARE q AS SELECT doc, note FROM w WHERE id = $1;
 EXECUTE q(1) \gdesc
 EXECUTE q(1);
+-- the plan is rebuilt after the table changes: same result types
+ALTER TABLE w ADD COLUMN extra int;
+EXECUTE q(1);
+ALTER TABLE w DROP COLUMN extra;
+EXECUTE q(2);
 DEALLOCATE q;
 
 -- grouped, sorted and set-operation queries wrap the query, convert outside
@@ -115,6 +120,25 @@ BEGIN
     RETURN pg_typeof(r.doc)::text;
 END $$;
 SELECT f_cursor();
+
+-- a deferred trigger runs its queries at commit, outside any statement's
+-- executor: they too see the declared types
+CREATE TABLE w_log (t text);
+CREATE FUNCTION f_deferred() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE r record;
+BEGIN
+    SELECT doc, note INTO r FROM w WHERE id = NEW.id;
+    INSERT INTO w_log VALUES (pg_typeof(r.doc)::text || ', ' || pg_typeof(r.note)::text);
+    RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER w_deferred AFTER INSERT ON w DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION f_deferred();
+INSERT INTO w VALUES (5, '{"a": 5}', NULL, 'five', NULL);
+SELECT t FROM w_log;
+DROP TRIGGER w_deferred ON w;
+DELETE FROM w WHERE id = 5;
+DROP TABLE w_log;
+DROP FUNCTION f_deferred();
 
 -- COPY (query) TO sends the plain text, as for the plain type
 COPY (SELECT doc, blob, note, pdoc FROM w ORDER BY id) TO STDOUT;

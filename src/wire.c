@@ -15,8 +15,12 @@
  * and set operations still compare the encrypted values' plaintext.
  *
  * Invariants:
- * - Only statements at nesting level 0 are rewritten: the executor, planner
- *   and utility hooks count levels as pg_stat_statements does, so SPI,
+ * - Only a client's statements are rewritten: those analysed at nesting
+ *   level 0 from the text the client sent (debug_query_string), or again
+ *   for EXECUTE when a prepared statement's plan is rebuilt.  The executor,
+ *   planner and utility hooks count levels as pg_stat_statements does, and
+ *   the source text check excludes what runs outside any statement (a
+ *   deferred trigger's queries at an implicit commit), so SPI,
  *   plpgsql, SQL functions (inlined or not), views, rules and the queries of
  *   CREATE TABLE AS, SELECT INTO, CREATE [MATERIALIZED] VIEW, COPY and
  *   EXPLAIN (analysed inside ProcessUtility, at level 1) keep the declared
@@ -41,6 +45,7 @@
 #include "optimizer/planner.h"
 #include "parser/analyze.h"
 #include "parser/parse_coerce.h"
+#include "tcop/tcopprot.h"
 #include "tcop/utility.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -67,6 +72,9 @@ static int	client_types = CLIENT_TYPES_PLAIN;
 
 /* nesting depth of executor, planner and utility calls (0: a client's statement) */
 static int	nesting_level = 0;
+
+/* whether EXECUTE (of a statement PREPAREd by the client) is running */
+static bool in_execute_stmt = false;
 
 /* statement start time of the message during which the module was loaded */
 static TimestampTz loaded_during = 0;
@@ -330,6 +338,9 @@ WirePostParseAnalyze(ParseState *pstate, Query *query, JumbleState *jstate)
 	if (client_types != CLIENT_TYPES_PLAIN || nesting_level != 0 ||
 		!IsTransactionState())
 		return;
+	/* a client's statement, or the re-analysis of one that EXECUTE prepares */
+	if (pstate->p_sourcetext != debug_query_string && !in_execute_stmt)
+		return;
 	if (loaded_mid_statement)
 	{
 		if (GetCurrentStatementStartTimestamp() == loaded_during)
@@ -421,12 +432,23 @@ WireProcessUtility(PlannedStmt *pstmt, const char *queryString,
 	 */
 	if (IsA(parsetree, PrepareStmt) || IsA(parsetree, ExecuteStmt))
 	{
-		if (prev_ProcessUtility)
-			prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
-								params, queryEnv, dest, qc);
-		else
-			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+		bool		save_in_execute = in_execute_stmt;
+
+		in_execute_stmt = IsA(parsetree, ExecuteStmt) && nesting_level == 0;
+		PG_TRY();
+		{
+			if (prev_ProcessUtility)
+				prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
 									params, queryEnv, dest, qc);
+			else
+				standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+										params, queryEnv, dest, qc);
+		}
+		PG_FINALLY();
+		{
+			in_execute_stmt = save_in_execute;
+		}
+		PG_END_TRY();
 		return;
 	}
 

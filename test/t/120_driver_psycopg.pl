@@ -5,7 +5,8 @@
 # encrypted column as from a plain column holding the same value, in text and binary
 # results, through named prepared statements, server-side cursors (text and binary),
 # RETURNING and COPY TO (text and binary, with and without declared types); the columns'
-# type OIDs in cursor.description are jsonb's, bytea's and text's.  COPY FROM into the
+# type OIDs in cursor.description are jsonb's, bytea's and text's, also after the table
+# changes and a prepared statement's plan is rebuilt.  COPY FROM into the
 # encrypted columns stores what a plain column would.
 
 use strict;
@@ -53,6 +54,14 @@ with psycopg.connect() as conn:
         same_row(f"prepared statement, run {n}", cur.fetchone(), cur.description)
     cur.execute(f"SELECT {COLS} FROM drv WHERE id = %s", (2,), prepare=True, binary=True)
     same_row("prepared statement, binary", cur.fetchone(), cur.description)
+    # the prepared statement's plan is rebuilt after the table changes
+    cur.execute("ALTER TABLE drv ADD COLUMN extra int")
+    cur.execute(f"SELECT {COLS} FROM drv WHERE id = %s", (1,), prepare=True)
+    same_row("prepared statement, after ALTER TABLE", cur.fetchone(), cur.description)
+    cur.execute("ALTER TABLE drv DROP COLUMN extra")
+    cur.execute(f"SELECT {COLS} FROM drv WHERE id = %s", (2,), prepare=True, binary=True)
+    same_row("prepared statement, binary, after ALTER TABLE", cur.fetchone(), cur.description)
+    conn.commit()
     cur.execute("SELECT count(*) FROM pg_prepared_statements WHERE NOT from_sql AND statement LIKE '%FROM drv WHERE id%'")
     n = cur.fetchone()[0]
     check("the statements were prepared server-side under a name", n >= 1, str(n))
