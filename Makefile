@@ -25,7 +25,11 @@ OBJS = \
 	src/store.o \
 	src/owner.o \
 	src/retention.o \
-	src/reencrypt.o
+	src/reencrypt.o \
+	src/wire.o \
+	src/operators.o \
+	src/guard.o \
+	src/subscript.o
 
 DATA = sql/pg_atrest--1.0.sql sql/pg_atrest--1.1.sql sql/pg_atrest--1.0--1.1.sql
 

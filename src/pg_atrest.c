@@ -14,6 +14,7 @@
 
 #include "pg_atrest.h"
 #include "provider.h"
+#include "wire.h"
 
 PG_MODULE_MAGIC;
 
@@ -63,6 +64,8 @@ _PG_init(void)
 	KmipProviderInit();
 	KeyringInit();
 	StoreInit();
+	WireInit();
+	IndexGuardInit();
 
 #if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("atrest");

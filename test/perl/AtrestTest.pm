@@ -74,6 +74,8 @@ our @EXPORT = qw(
   wait_for_scrub
   restore_key_modes
   kmip_server
+  driver_fixture
+  driver_checks
 );
 
 =pod
@@ -567,6 +569,7 @@ sub schema_description
 		       || t.typalign::text || ' ' || t.typstorage::text || ' ' || t.typcategory::text || ' '
 		       || t.typinput::text || ' ' || t.typoutput::text || ' ' || t.typreceive::text || ' '
 		       || t.typsend::text || ' ' || t.typmodin::text || ' ' || t.typmodout::text
+		       || ' subscript=' || t.typsubscript::text || ' analyze=' || t.typanalyze::text
 		       || ' acl=' || coalesce(t.typacl::text, '')
 		  FROM pg_type t WHERE t.typnamespace = (SELECT oid FROM ns) AND t.typtype <> 'c'
 		       AND t.typelem = 0
@@ -579,7 +582,29 @@ sub schema_description
 		    OR ca.casttarget IN (SELECT oid FROM pg_type WHERE typnamespace = (SELECT oid FROM ns))
 		UNION ALL
 		SELECT 'operator ' || o.oid::regoperator::text || ' ' || o.oprcode::text
-		  FROM pg_operator o WHERE o.oprnamespace = (SELECT oid FROM ns)
+		       || ' com=' || o.oprcom::regoperator::text || ' neg=' || o.oprnegate::regoperator::text
+		       || ' ' || o.oprrest::text || ' ' || o.oprjoin::text
+		       || ' hashes=' || o.oprcanhash || ' merges=' || o.oprcanmerge
+		  FROM pg_operator o
+		 WHERE o.oprnamespace = (SELECT oid FROM ns)
+		    OR o.oprleft IN (SELECT oid FROM pg_type WHERE typnamespace = (SELECT oid FROM ns))
+		    OR o.oprright IN (SELECT oid FROM pg_type WHERE typnamespace = (SELECT oid FROM ns))
+		UNION ALL
+		SELECT 'operator class ' || opc.opcname || ' ' || am.amname || ' default=' || opc.opcdefault
+		       || ' ' || opc.opcintype::regtype::text || ' members=' || coalesce((
+		            SELECT string_agg(x, ', ' ORDER BY x) FROM (
+		              SELECT 'op ' || ao.amopstrategy || ' ' || ao.amopopr::regoperator::text AS x
+		                FROM pg_amop ao WHERE ao.amopfamily = opc.opcfamily
+		              UNION ALL
+		              SELECT 'proc ' || ap.amprocnum || ' ' || ap.amproc::regprocedure::text
+		                FROM pg_amproc ap WHERE ap.amprocfamily = opc.opcfamily) m), '')
+		  FROM pg_opclass opc JOIN pg_am am ON am.oid = opc.opcmethod
+		 WHERE opc.opcnamespace = (SELECT oid FROM ns)
+		UNION ALL
+		SELECT 'event trigger ' || e.evtname || ' ' || e.evtevent || ' ' || e.evtfoid::regproc::text
+		       || ' enabled=' || e.evtenabled::text || ' tags=' || coalesce(e.evttags::text, '')
+		  FROM pg_event_trigger e
+		 WHERE e.evtfoid IN (SELECT oid FROM pg_proc WHERE pronamespace = (SELECT oid FROM ns))
 		UNION ALL
 		SELECT 'schema owner=' || pg_get_userbyid(n.nspowner) || ' acl=' || coalesce(n.nspacl::text, '')
 		  FROM pg_namespace n WHERE n.oid = (SELECT oid FROM ns)
@@ -725,6 +750,79 @@ END
 {
 	# Whatever a failed test left running: its whole process group.
 	kill 'KILL', -$_ foreach @kmip_servers;
+}
+
+=pod
+
+=item driver_fixture(node [, dbname])
+
+Creates table "drv" for the driver tests (120-122): each encrypted column next to a plain
+column of the plain type holding the same value (doc/pdoc jsonb, blob/pblob bytea,
+note/pnote text), rows 1 and 2 with nested JSON, numbers, Unicode, a NUL and high bytes,
+a tab and a newline, and row 3 all NULL.
+
+=cut
+
+sub driver_fixture
+{
+	my ($node, $db) = @_;
+	$node->safe_psql(
+		$db // 'postgres', q{
+		CREATE TABLE drv (
+		    id int PRIMARY KEY,
+		    doc atrest.encrypted_jsonb, pdoc jsonb,
+		    blob atrest.encrypted_bytea, pblob bytea,
+		    note atrest.encrypted_text, pnote text);
+		INSERT INTO drv (id, pdoc, pblob, pnote) VALUES
+		    (1, '{"a": 1, "b": [1.5, true, null, "x"], "c": {"d": "é€😀"}}',
+		        '\x00ff10807f', E'plain words \u00e9\t and a tab'),
+		    (2, '[1, 2, {"k": "v"}]', '\x', E'line\nbreak'),
+		    (3, NULL, NULL, NULL);
+		UPDATE drv SET doc = pdoc, blob = pblob, note = pnote;});
+	return;
+}
+
+=pod
+
+=item driver_checks(node, name, [interpreter...], script)
+
+Writes script to a file, runs it with the interpreter and PGHOST, PGPORT, PGDATABASE
+(postgres) and PGUSER set for node, and turns each line "ok NAME" or "not ok NAME # WHY"
+that it prints into a Test::More result named "NAME" (prefixed with name).  Fails when the
+script exits non-zero or reports nothing.  Returns the number of checks.
+
+=cut
+
+sub driver_checks
+{
+	my ($node, $name, $interp, $script) = @_;
+	my $file = PostgreSQL::Test::Utils::tempdir() . "/$name.script";
+	open(my $fh, '>', $file) or die "could not write $file: $!";
+	print $fh $script;
+	close($fh);
+
+	local $ENV{PGHOST} = $node->host;
+	local $ENV{PGPORT} = $node->port;
+	local $ENV{PGDATABASE} = 'postgres';
+	local $ENV{PGUSER} = $ENV{PGUSER} // scalar getpwuid($<);
+	my ($stdout, $stderr);
+	my $ok = IPC::Run::run([ @$interp, $file ], '>', \$stdout, '2>', \$stderr);
+	my $n = 0;
+	for my $line (split /\n/, $stdout)
+	{
+		if ($line =~ /^(not )?ok (.*?)(?: # (.*))?$/)
+		{
+			ok(!defined $1, "$name: $2") or diag($3 // '');
+			$n++;
+		}
+		else
+		{
+			note("$name: $line");
+		}
+	}
+	ok($ok, "$name: script exits 0") or diag($stderr);
+	ok($n > 0, "$name: script reported checks") or diag($stderr);
+	return $n;
 }
 
 =pod

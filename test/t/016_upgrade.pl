@@ -140,6 +140,20 @@ like(
 	AtrestTest::psql_error($node, q{SELECT atrest.retire_data_key('model', 1)}, 'old'),
 	qr/55006: data key version 1 of key class "model" is still in use.*Column "(definition|artifact)" of table atrest\.models/s,
 	'retire_data_key refuses while the store holds a value of the version, naming it');
+# Issue 10 on data stored by 1.0: grouping, jsonb ||, subscripting, and no index.
+is( $node->safe_psql(
+		'old', q{
+	SELECT count(DISTINCT j), count(DISTINCT t), (SELECT count(*) FROM (SELECT b FROM docs UNION SELECT b FROM docs) u)
+	  FROM docs}),
+	'302|302|302',
+	'count(DISTINCT ...) and UNION work on columns created under 1.0');
+is($node->safe_psql('old', q{SELECT j || '{"x": 1}' ->> 'x', j['n'] FROM docs WHERE id = 1}),
+	'1|1', '|| merges and subscripting reads on a column created under 1.0');
+$node->safe_psql('old', q{UPDATE docs SET j['n'] = '-1' WHERE id = 2});
+is($node->safe_psql('old', q{SELECT j ->> 'n', (atrest.envelope(j)).key_class FROM docs WHERE id = 2}),
+	'-1|model', 'a subscripted assignment seals under the column\'s class');
+my ($irc, $iout, $ierr) = $node->psql('old', 'CREATE INDEX docs_j ON docs (j)');
+like($ierr, qr/cannot create an index on encrypted column "j"/, 'an index on a 1.0 column is refused');
 
 # --- same schema as a fresh install ---------------------------------------------------
 $node->safe_psql('old', q{
