@@ -1749,7 +1749,7 @@ DECLARE
     err     jsonb := pg_catalog.jsonb_build_object(
                    'code', 'Timeout',
                    'message', pg_catalog.format('The analyze operation did not complete within %s of its start.',
-                                                timeout));
+                                                pg_catalog.current_setting('atrest.operation_timeout')));
     singles bigint;
     batches bigint;
 BEGIN
