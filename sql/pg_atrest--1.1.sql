@@ -1052,8 +1052,18 @@ BEGIN
     IF batch_size IS NULL OR batch_size < 1 THEN
         RAISE EXCEPTION 'batch_size must be at least 1' USING ERRCODE = '22023';
     END IF;
-    -- operations that never finished fail now, and expire like failed ones
-    PERFORM atrest._time_out_operations();
+    -- Operations that never finished fail now, and expire like failed ones.
+    -- That seals an error (it needs the keys): should it fail, say so and
+    -- purge all the same.
+    BEGIN
+        PERFORM atrest._time_out_operations();
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+        RAISE WARNING 'analyze operations past atrest.operation_timeout were not failed: %', msg
+            USING ERRCODE = state,
+                  HINT = 'Expired rows are purged all the same; the next purge tries again.';
+        state := NULL;
+    END;
     FOR p IN SELECT * FROM atrest._purgeable_policies() LOOP
         started := pg_catalog.clock_timestamp();
         n := 0;
@@ -1102,8 +1112,18 @@ BEGIN
     IF batch_size IS NULL OR batch_size < 1 THEN
         RAISE EXCEPTION 'batch_size must be at least 1' USING ERRCODE = '22023';
     END IF;
-    -- operations that never finished fail now, and expire like failed ones
-    PERFORM atrest._time_out_operations();
+    -- Operations that never finished fail now, and expire like failed ones.
+    -- That seals an error (it needs the keys): should it fail, say so and
+    -- purge all the same.
+    BEGIN
+        PERFORM atrest._time_out_operations();
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+        RAISE WARNING 'analyze operations past atrest.operation_timeout were not failed: %', msg
+            USING ERRCODE = state,
+                  HINT = 'Expired rows are purged all the same; the next purge tries again.';
+        state := NULL;
+    END;
     COMMIT;
     SELECT pg_catalog.array_agg(pp) INTO policies FROM atrest._purgeable_policies() pp;
     COMMIT;
