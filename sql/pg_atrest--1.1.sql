@@ -951,7 +951,11 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION atrest.begin_analyze(model_id text) RETURNS uuid
+-- A new analyze operation, status running.  The submitted document, if
+-- given, is kept sealed for atrest.input_ttl (atrest.get_analyze_document).
+CREATE FUNCTION atrest.begin_analyze(model_id text, document bytea DEFAULT NULL,
+                                     content_type text DEFAULT NULL)
+RETURNS uuid
 LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -960,12 +964,25 @@ DECLARE
     ts     timestamptz := pg_catalog.clock_timestamp();
 BEGIN
     PERFORM atrest._check_model_id(begin_analyze.model_id);
+    IF begin_analyze.document IS NULL AND begin_analyze.content_type IS NOT NULL THEN
+        RAISE EXCEPTION 'document must not be null'
+            USING ERRCODE = '22004',
+                  DETAIL = 'A content type was given without a document.';
+    ELSIF pg_catalog.length(begin_analyze.content_type) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'invalid content type'
+            USING ERRCODE = '22023',
+                  DETAIL = 'A content type has 1 to 255 characters.';
+    END IF;
     IF NOT EXISTS (SELECT 1 FROM atrest.models m WHERE m.model_id = begin_analyze.model_id) THEN
         RAISE EXCEPTION 'model "%" does not exist', begin_analyze.model_id
             USING ERRCODE = 'AT404';
     END IF;
     INSERT INTO atrest.analyze_results (result_id, model_id, status, created_at, last_updated_at)
     VALUES (new_id, begin_analyze.model_id, 'running', ts, ts);
+    IF begin_analyze.document IS NOT NULL THEN
+        INSERT INTO atrest.analyze_documents (result_id, content_type, created_at, expires_at, document)
+        VALUES (new_id, begin_analyze.content_type, ts, ts + atrest._input_ttl(), begin_analyze.document);
+    END IF;
     RETURN new_id;
 END;
 $$;
@@ -1017,6 +1034,8 @@ BEGIN
                last_updated_at = ts, completed_at = ts, expires_at = expiry
          WHERE r.result_id = id;
     END IF;
+    -- the result's outputs expire with it (the table exists from 1.1 on)
+    UPDATE atrest.analyze_outputs o SET expires_at = expiry WHERE o.result_id = id;
     RETURN expiry;
 END;
 $$;
@@ -1267,6 +1286,18 @@ BEGIN
     ELSIF batch_size < 1 THEN
         RAISE EXCEPTION 'batch_size must be at least 1' USING ERRCODE = '22023';
     END IF;
+    -- Operations that never finished fail now, and expire like failed ones.
+    -- That seals an error (it needs the keys): should it fail, say so and
+    -- purge all the same.
+    BEGIN
+        PERFORM atrest._time_out_operations();
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+        RAISE WARNING 'analyze operations past atrest.operation_timeout were not failed: %', msg
+            USING ERRCODE = state,
+                  HINT = 'Expired rows are purged all the same; the next purge tries again.';
+        state := NULL;
+    END;
     FOR p IN SELECT * FROM atrest._purgeable_policies() LOOP
         started := pg_catalog.clock_timestamp();
         n := 0;
@@ -1317,6 +1348,19 @@ BEGIN
     ELSIF batch_size < 1 THEN
         RAISE EXCEPTION 'batch_size must be at least 1' USING ERRCODE = '22023';
     END IF;
+    -- Operations that never finished fail now, and expire like failed ones.
+    -- That seals an error (it needs the keys): should it fail, say so and
+    -- purge all the same.
+    BEGIN
+        PERFORM atrest._time_out_operations();
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+        RAISE WARNING 'analyze operations past atrest.operation_timeout were not failed: %', msg
+            USING ERRCODE = state,
+                  HINT = 'Expired rows are purged all the same; the next purge tries again.';
+        state := NULL;
+    END;
+    COMMIT;
     SELECT pg_catalog.array_agg(pp) INTO policies FROM atrest._purgeable_policies() pp;
     COMMIT;
     FOREACH p IN ARRAY coalesce(policies, '{}') LOOP
@@ -1551,6 +1595,444 @@ CREATE VIEW atrest.retention_status AS
 SELECT * FROM atrest._retention_status();
 
 ------------------------------------------------------------------------------
+-- The rest of what the analysis service keeps for a while (docs/store.md):
+-- submitted documents, analysis outputs (searchable PDF, figures), batch
+-- analysis results, and a timeout for operations that never finish.
+--
+-- Same rules as for analyze results: every value is sealed under the key
+-- class "result"; nothing is returned after its expiry (checked at read
+-- time, whether or not the purge has run); a delete is final at commit;
+-- AT404 says the same thing for missing, expired, deleted or another
+-- model's; only atrest_service may call the functions.  Each table is under
+-- a built-in retention policy on expires_at, so the purge job removes it.
+------------------------------------------------------------------------------
+
+-- atrest._input_ttl(), atrest._operation_timeout(): the settings
+-- atrest.input_ttl and atrest.operation_timeout as intervals (src/store.c).
+CREATE FUNCTION atrest._input_ttl() RETURNS interval
+    AS 'MODULE_PATHNAME', 'atrest_input_ttl_value' LANGUAGE C STABLE;
+CREATE FUNCTION atrest._operation_timeout() RETURNS interval
+    AS 'MODULE_PATHNAME', 'atrest_operation_timeout_value' LANGUAGE C STABLE;
+
+-- The document submitted with atrest.begin_analyze; expires_at is its
+-- submission time plus atrest.input_ttl, whatever the operation's state.
+CREATE TABLE atrest.analyze_documents (
+    result_id    uuid PRIMARY KEY
+                 REFERENCES atrest.analyze_results (result_id) ON DELETE CASCADE,
+    content_type text CHECK (length(content_type) BETWEEN 1 AND 255),
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    expires_at   timestamptz NOT NULL,
+    document     atrest.encrypted_bytea(result) NOT NULL
+);
+CREATE INDEX analyze_documents_expires_at ON atrest.analyze_documents (expires_at);
+
+-- Outputs of an analysis: the searchable PDF (one per result, output_id '')
+-- and cropped figures (output_id such as '1.1').  expires_at is their
+-- result's, copied when the result gets one (NULL while it runs; the result's
+-- purge then takes them along).
+CREATE TABLE atrest.analyze_outputs (
+    result_id  uuid NOT NULL REFERENCES atrest.analyze_results (result_id) ON DELETE CASCADE,
+    kind       text NOT NULL CHECK (kind IN ('pdf', 'figure')),
+    output_id  text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    expires_at timestamptz,
+    content    atrest.encrypted_bytea(result) NOT NULL,
+    PRIMARY KEY (result_id, kind, output_id),
+    CONSTRAINT analyze_outputs_output_id_format
+    CHECK (CASE kind WHEN 'pdf' THEN output_id = ''
+                     ELSE output_id ~ '^[0-9]{1,9}(\.[0-9]{1,9}){0,3}$' END)
+);
+CREATE INDEX analyze_outputs_expires_at ON atrest.analyze_outputs (expires_at);
+
+-- Batch analyses: the request (source and result locations, which may carry
+-- access tokens), the per-document details, an error.  expires_at as for
+-- single results: completion plus atrest.result_ttl, NULL while it runs.
+CREATE TABLE atrest.analyze_batch_results (
+    result_id         uuid PRIMARY KEY,
+    model_id          text NOT NULL REFERENCES atrest.models (model_id) ON DELETE CASCADE,
+    status            text NOT NULL DEFAULT 'notStarted'
+                      CHECK (status IN ('notStarted', 'running', 'succeeded', 'failed', 'canceled')),
+    percent_completed integer NOT NULL DEFAULT 0 CHECK (percent_completed BETWEEN 0 AND 100),
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    last_updated_at   timestamptz NOT NULL DEFAULT now(),
+    completed_at      timestamptz,
+    expires_at        timestamptz,
+    request           atrest.encrypted_jsonb(result) NOT NULL,
+    result            atrest.encrypted_jsonb(result),
+    error             atrest.encrypted_jsonb(result),
+    CHECK ((completed_at IS NULL) = (expires_at IS NULL)),
+    CHECK ((status IN ('succeeded', 'failed', 'canceled')) = (completed_at IS NOT NULL))
+);
+CREATE INDEX analyze_batch_results_expires_at ON atrest.analyze_batch_results (expires_at);
+CREATE INDEX analyze_batch_results_model_id ON atrest.analyze_batch_results (model_id, created_at);
+-- the operation timeout finds unfinished operations by their start
+CREATE INDEX analyze_batch_results_unfinished ON atrest.analyze_batch_results (created_at)
+    WHERE completed_at IS NULL;
+CREATE INDEX analyze_results_unfinished ON atrest.analyze_results (created_at)
+    WHERE completed_at IS NULL;
+
+SELECT pg_catalog.pg_extension_config_dump('atrest.analyze_documents', '');
+SELECT pg_catalog.pg_extension_config_dump('atrest.analyze_outputs', '');
+SELECT pg_catalog.pg_extension_config_dump('atrest.analyze_batch_results', '');
+
+INSERT INTO atrest.retention_policies (rel, time_column, ttl, builtin) VALUES
+    ('atrest.analyze_documents', 'expires_at', interval '0', true),
+    ('atrest.analyze_outputs', 'expires_at', interval '0', true),
+    ('atrest.analyze_batch_results', 'expires_at', interval '0', true);
+
+-- A document that was never submitted, has expired, or whose result was
+-- deleted, has expired or belongs to another model raises the same AT404.
+CREATE FUNCTION atrest.get_analyze_document(model_id text, result_id uuid,
+    OUT content_type text, OUT document bytea)
+LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ts timestamptz := pg_catalog.clock_timestamp();
+BEGIN
+    PERFORM atrest._check_model_id(get_analyze_document.model_id);
+    IF get_analyze_document.result_id IS NULL THEN
+        RAISE EXCEPTION 'result_id must not be null' USING ERRCODE = '22004';
+    END IF;
+    SELECT d.content_type, d.document::bytea INTO content_type, document
+      FROM atrest.analyze_documents d
+      JOIN atrest.analyze_results r ON r.result_id = d.result_id
+     WHERE d.result_id = get_analyze_document.result_id
+       AND r.model_id = get_analyze_document.model_id
+       AND d.expires_at > ts
+       AND (r.expires_at IS NULL OR r.expires_at > ts);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'analyze document does not exist' USING ERRCODE = 'AT404';
+    END IF;
+END;
+$$;
+
+-- Store an output of a running or succeeded result ('pdf' with a NULL
+-- output_id, or 'figure' with its id); storing it again replaces it.
+CREATE FUNCTION atrest.put_analyze_output(result_id uuid, kind text, output_id text, content bytea)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cur_status text;
+    cur_expiry timestamptz;
+    ts         timestamptz := pg_catalog.clock_timestamp();
+    oid_stored text;
+BEGIN
+    IF put_analyze_output.result_id IS NULL THEN
+        RAISE EXCEPTION 'result_id must not be null' USING ERRCODE = '22004';
+    ELSIF put_analyze_output.kind IS NULL THEN
+        RAISE EXCEPTION 'kind must not be null' USING ERRCODE = '22004';
+    ELSIF put_analyze_output.content IS NULL THEN
+        RAISE EXCEPTION 'content must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF put_analyze_output.kind = 'pdf' THEN
+        IF put_analyze_output.output_id IS NOT NULL THEN
+            RAISE EXCEPTION 'a pdf output has no output id'
+                USING ERRCODE = '22023',
+                      DETAIL = 'A result has one searchable PDF; pass NULL as output_id.';
+        END IF;
+        oid_stored := '';
+    ELSIF put_analyze_output.kind = 'figure' THEN
+        IF put_analyze_output.output_id IS NULL THEN
+            RAISE EXCEPTION 'output_id must not be null' USING ERRCODE = '22004';
+        ELSIF put_analyze_output.output_id !~ '^[0-9]{1,9}(\.[0-9]{1,9}){0,3}$' THEN
+            RAISE EXCEPTION 'invalid figure id "%"', put_analyze_output.output_id
+                USING ERRCODE = '22023',
+                      DETAIL = 'A figure id is made of numbers separated by dots, such as 1.1.';
+        END IF;
+        oid_stored := put_analyze_output.output_id;
+    ELSE
+        RAISE EXCEPTION 'invalid output kind "%"', put_analyze_output.kind
+            USING ERRCODE = '22023',
+                  DETAIL = 'An output is of kind pdf or figure.';
+    END IF;
+    SELECT r.status, r.expires_at INTO cur_status, cur_expiry
+      FROM atrest.analyze_results r
+     WHERE r.result_id = put_analyze_output.result_id
+       FOR SHARE;
+    IF NOT FOUND OR cur_expiry <= ts THEN
+        RAISE EXCEPTION 'analyze result does not exist' USING ERRCODE = 'AT404';
+    END IF;
+    IF cur_status NOT IN ('notStarted', 'running', 'succeeded') THEN
+        RAISE EXCEPTION 'analyze result takes no outputs'
+            USING ERRCODE = '55000',
+                  DETAIL = format('Its status is %s; outputs belong to a running or succeeded analyze operation.',
+                                  cur_status);
+    END IF;
+    INSERT INTO atrest.analyze_outputs AS o (result_id, kind, output_id, created_at, expires_at, content)
+    VALUES (put_analyze_output.result_id, put_analyze_output.kind, oid_stored, ts, cur_expiry,
+            put_analyze_output.content)
+    ON CONFLICT ON CONSTRAINT analyze_outputs_pkey
+    DO UPDATE SET content = EXCLUDED.content, created_at = EXCLUDED.created_at,
+                  expires_at = EXCLUDED.expires_at;
+END;
+$$;
+
+-- The output of a result, while the result lives; one AT404 for every
+-- absence (no such output, or the result is missing, expired, deleted or
+-- another model's).
+CREATE FUNCTION atrest._get_analyze_output(model_id text, result_id uuid, kind text, output_id text)
+RETURNS bytea
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ts      timestamptz := pg_catalog.clock_timestamp();
+    content bytea;
+BEGIN
+    PERFORM atrest._check_model_id(_get_analyze_output.model_id);
+    IF _get_analyze_output.result_id IS NULL THEN
+        RAISE EXCEPTION 'result_id must not be null' USING ERRCODE = '22004';
+    ELSIF _get_analyze_output.output_id IS NULL THEN
+        RAISE EXCEPTION 'figure_id must not be null' USING ERRCODE = '22004';
+    END IF;
+    SELECT o.content::bytea INTO content
+      FROM atrest.analyze_outputs o
+      JOIN atrest.analyze_results r ON r.result_id = o.result_id
+     WHERE o.result_id = _get_analyze_output.result_id
+       AND o.kind = _get_analyze_output.kind
+       AND o.output_id = _get_analyze_output.output_id
+       AND r.model_id = _get_analyze_output.model_id
+       AND (r.expires_at IS NULL OR r.expires_at > ts);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'analyze result output does not exist' USING ERRCODE = 'AT404';
+    END IF;
+    RETURN content;
+END;
+$$;
+
+CREATE FUNCTION atrest.get_analyze_result_pdf(model_id text, result_id uuid) RETURNS bytea
+LANGUAGE sql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT atrest._get_analyze_output($1, $2, 'pdf', '') $$;
+
+CREATE FUNCTION atrest.get_analyze_result_figure(model_id text, result_id uuid, figure_id text)
+RETURNS bytea
+LANGUAGE sql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT atrest._get_analyze_output($1, $2, 'figure', $3) $$;
+
+-- A new batch analysis, status notStarted.
+CREATE FUNCTION atrest.begin_analyze_batch(model_id text, request jsonb) RETURNS uuid
+LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    new_id uuid := pg_catalog.gen_random_uuid();
+    ts     timestamptz := pg_catalog.clock_timestamp();
+BEGIN
+    PERFORM atrest._check_model_id(begin_analyze_batch.model_id);
+    IF begin_analyze_batch.request IS NULL THEN
+        RAISE EXCEPTION 'request must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM atrest.models m WHERE m.model_id = begin_analyze_batch.model_id) THEN
+        RAISE EXCEPTION 'model "%" does not exist', begin_analyze_batch.model_id
+            USING ERRCODE = 'AT404';
+    END IF;
+    INSERT INTO atrest.analyze_batch_results (result_id, model_id, status, created_at,
+                                              last_updated_at, request)
+    VALUES (new_id, begin_analyze_batch.model_id, 'notStarted', ts, ts, begin_analyze_batch.request);
+    RETURN new_id;
+END;
+$$;
+
+-- Move a batch analysis on: its status, its progress (NULL keeps it) and its
+-- per-document details (NULL keeps them).  A final status (succeeded, failed,
+-- canceled) starts the retention clock; returns the expiry time, NULL while
+-- it runs.
+CREATE FUNCTION atrest.update_analyze_batch(result_id uuid, status text,
+                                            percent_completed integer, result jsonb)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cur_status text;
+    cur_expiry timestamptz;
+    ts         timestamptz := pg_catalog.clock_timestamp();
+    expiry     timestamptz;
+BEGIN
+    IF update_analyze_batch.result_id IS NULL THEN
+        RAISE EXCEPTION 'result_id must not be null' USING ERRCODE = '22004';
+    ELSIF update_analyze_batch.status IS NULL THEN
+        RAISE EXCEPTION 'status must not be null' USING ERRCODE = '22004';
+    ELSIF update_analyze_batch.status NOT IN ('notStarted', 'running', 'succeeded', 'failed', 'canceled') THEN
+        RAISE EXCEPTION 'invalid batch status "%"', update_analyze_batch.status
+            USING ERRCODE = '22023',
+                  DETAIL = 'The status of a batch analysis is notStarted, running, succeeded, failed or canceled.';
+    ELSIF update_analyze_batch.percent_completed NOT BETWEEN 0 AND 100 THEN
+        RAISE EXCEPTION 'percent_completed must be between 0 and 100' USING ERRCODE = '22023';
+    END IF;
+    IF update_analyze_batch.result IS NOT NULL THEN
+        IF pg_catalog.jsonb_typeof(update_analyze_batch.result) <> 'object'
+           OR pg_catalog.jsonb_typeof(coalesce(update_analyze_batch.result -> 'details', '[]')) <> 'array' THEN
+            RAISE EXCEPTION 'invalid batch result'
+                USING ERRCODE = '22023',
+                      DETAIL = 'A batch result is an object whose "details" is an array.';
+        END IF;
+        IF EXISTS (SELECT 1
+                     FROM pg_catalog.jsonb_array_elements(coalesce(update_analyze_batch.result -> 'details', '[]')) d
+                    WHERE pg_catalog.jsonb_typeof(d) <> 'object'
+                       OR (d ->> 'status') IS NULL
+                       OR (d ->> 'status') NOT IN ('notStarted', 'running', 'succeeded', 'failed', 'skipped')) THEN
+            RAISE EXCEPTION 'invalid batch result'
+                USING ERRCODE = '22023',
+                      DETAIL = 'The status of each document of a batch is notStarted, running, succeeded, failed or skipped.';
+        END IF;
+    END IF;
+    SELECT b.status, b.expires_at INTO cur_status, cur_expiry
+      FROM atrest.analyze_batch_results b
+     WHERE b.result_id = update_analyze_batch.result_id
+       FOR UPDATE;
+    IF NOT FOUND OR cur_expiry <= ts THEN
+        RAISE EXCEPTION 'analyze batch result does not exist' USING ERRCODE = 'AT404';
+    END IF;
+    IF cur_status NOT IN ('notStarted', 'running') THEN
+        RAISE EXCEPTION 'analyze batch result is not running'
+            USING ERRCODE = '55000',
+                  DETAIL = format('Its status is %s; only a batch analysis that has not finished can change.',
+                                  cur_status);
+    END IF;
+    IF update_analyze_batch.status IN ('succeeded', 'failed', 'canceled') THEN
+        expiry := ts + atrest._result_ttl();
+    END IF;
+    IF update_analyze_batch.result IS NULL THEN
+        UPDATE atrest.analyze_batch_results b
+           SET status = update_analyze_batch.status,
+               percent_completed = coalesce(update_analyze_batch.percent_completed, b.percent_completed),
+               last_updated_at = ts,
+               completed_at = CASE WHEN expiry IS NULL THEN NULL ELSE ts END,
+               expires_at = expiry
+         WHERE b.result_id = update_analyze_batch.result_id;
+    ELSE
+        UPDATE atrest.analyze_batch_results b
+           SET status = update_analyze_batch.status,
+               percent_completed = coalesce(update_analyze_batch.percent_completed, b.percent_completed),
+               result = update_analyze_batch.result,
+               last_updated_at = ts,
+               completed_at = CASE WHEN expiry IS NULL THEN NULL ELSE ts END,
+               expires_at = expiry
+         WHERE b.result_id = update_analyze_batch.result_id;
+    END IF;
+    RETURN expiry;
+END;
+$$;
+
+CREATE FUNCTION atrest.get_analyze_batch_result(model_id text, result_id uuid,
+    OUT status text, OUT created_at timestamptz, OUT last_updated_at timestamptz,
+    OUT percent_completed integer, OUT request jsonb, OUT result jsonb, OUT error jsonb)
+LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM atrest._check_model_id(get_analyze_batch_result.model_id);
+    IF get_analyze_batch_result.result_id IS NULL THEN
+        RAISE EXCEPTION 'result_id must not be null' USING ERRCODE = '22004';
+    END IF;
+    SELECT b.status, b.created_at, b.last_updated_at, b.percent_completed,
+           b.request::jsonb, b.result::jsonb, b.error::jsonb
+      INTO status, created_at, last_updated_at, percent_completed, request, result, error
+      FROM atrest.analyze_batch_results b
+     WHERE b.result_id = get_analyze_batch_result.result_id
+       AND b.model_id = get_analyze_batch_result.model_id
+       AND (b.expires_at IS NULL OR b.expires_at > pg_catalog.clock_timestamp());
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'analyze batch result does not exist' USING ERRCODE = 'AT404';
+    END IF;
+END;
+$$;
+
+-- The batch analyses of a model that have not expired, newest first; no
+-- sealed value is opened.
+CREATE FUNCTION atrest.list_analyze_batch_results(model_id text)
+RETURNS TABLE (result_id uuid, status text, created_at timestamptz,
+               last_updated_at timestamptz, percent_completed integer)
+LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM atrest._check_model_id(list_analyze_batch_results.model_id);
+    IF NOT EXISTS (SELECT 1 FROM atrest.models m
+                    WHERE m.model_id = list_analyze_batch_results.model_id) THEN
+        RAISE EXCEPTION 'model "%" does not exist', list_analyze_batch_results.model_id
+            USING ERRCODE = 'AT404';
+    END IF;
+    RETURN QUERY
+    SELECT b.result_id, b.status, b.created_at, b.last_updated_at, b.percent_completed
+      FROM atrest.analyze_batch_results b
+     WHERE b.model_id = list_analyze_batch_results.model_id
+       AND (b.expires_at IS NULL OR b.expires_at > pg_catalog.clock_timestamp())
+     ORDER BY b.created_at DESC, b.result_id;
+END;
+$$;
+
+-- True if the batch result existed (and had not expired); the row is gone
+-- when the caller's transaction commits.  A wrong model id deletes nothing.
+CREATE FUNCTION atrest.delete_analyze_batch_result(model_id text, result_id uuid) RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    alive boolean;
+BEGIN
+    PERFORM atrest._check_model_id(delete_analyze_batch_result.model_id);
+    IF delete_analyze_batch_result.result_id IS NULL THEN
+        RAISE EXCEPTION 'result_id must not be null' USING ERRCODE = '22004';
+    END IF;
+    DELETE FROM atrest.analyze_batch_results b
+     WHERE b.result_id = delete_analyze_batch_result.result_id
+       AND b.model_id = delete_analyze_batch_result.model_id
+    RETURNING (b.expires_at IS NULL OR b.expires_at > pg_catalog.clock_timestamp()) INTO alive;
+    RETURN coalesce(alive, false);
+END;
+$$;
+
+-- Fail every single or batch operation still notStarted or running
+-- atrest.operation_timeout after it began, with an error saying it timed
+-- out; it then expires like any failed result.  Rows another transaction
+-- has locked (an operation completing right now) are left alone.  Returns
+-- how many operations it failed.  Run by the purge before it deletes.
+CREATE FUNCTION atrest._time_out_operations() RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ts      timestamptz := pg_catalog.clock_timestamp();
+    timeout interval := atrest._operation_timeout();
+    expiry  timestamptz := ts + atrest._result_ttl();
+    err     jsonb := pg_catalog.jsonb_build_object(
+                   'code', 'Timeout',
+                   'message', pg_catalog.format('The analyze operation did not complete within %s of its start.',
+                                                pg_catalog.current_setting('atrest.operation_timeout')));
+    singles bigint;
+    batches bigint;
+BEGIN
+    WITH failed AS (
+        UPDATE atrest.analyze_results r
+           SET status = 'failed', error = err, last_updated_at = ts,
+               completed_at = ts, expires_at = expiry
+         WHERE r.result_id IN (SELECT u.result_id FROM atrest.analyze_results u
+                                WHERE u.completed_at IS NULL AND u.created_at < ts - timeout
+                                  FOR UPDATE SKIP LOCKED)
+        RETURNING r.result_id),
+    outputs AS (
+        UPDATE atrest.analyze_outputs o SET expires_at = expiry
+         WHERE o.result_id IN (SELECT f.result_id FROM failed f))
+    SELECT pg_catalog.count(*) INTO singles FROM failed;
+    UPDATE atrest.analyze_batch_results b
+       SET status = 'failed', error = err, last_updated_at = ts,
+           completed_at = ts, expires_at = expiry
+     WHERE b.result_id IN (SELECT u.result_id FROM atrest.analyze_batch_results u
+                            WHERE u.completed_at IS NULL AND u.created_at < ts - timeout
+                              FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS batches = ROW_COUNT;
+    RETURN singles + batches;
+END;
+$$;
+
+------------------------------------------------------------------------------
 -- Privileges of the store.
 ------------------------------------------------------------------------------
 
@@ -1563,7 +2045,7 @@ REVOKE ALL ON FUNCTION
     atrest.create_model(text, text, jsonb, bytea),
     atrest.get_model(text),
     atrest.delete_model(text),
-    atrest.begin_analyze(text),
+    atrest.begin_analyze(text, bytea, text),
     atrest._finish_analyze(uuid, text, jsonb),
     atrest.complete_analyze(uuid, jsonb),
     atrest.fail_analyze(uuid, jsonb),
@@ -1592,11 +2074,20 @@ GRANT EXECUTE ON FUNCTION
     atrest.create_model(text, text, jsonb, bytea),
     atrest.get_model(text),
     atrest.delete_model(text),
-    atrest.begin_analyze(text),
+    atrest.begin_analyze(text, bytea, text),
     atrest.complete_analyze(uuid, jsonb),
     atrest.fail_analyze(uuid, jsonb),
     atrest.get_analyze_result(text, uuid),
-    atrest.delete_analyze_result(text, uuid)
+    atrest.delete_analyze_result(text, uuid),
+    atrest.get_analyze_document(text, uuid),
+    atrest.put_analyze_output(uuid, text, text, bytea),
+    atrest.get_analyze_result_pdf(text, uuid),
+    atrest.get_analyze_result_figure(text, uuid, text),
+    atrest.begin_analyze_batch(text, jsonb),
+    atrest.update_analyze_batch(uuid, text, integer, jsonb),
+    atrest.get_analyze_batch_result(text, uuid),
+    atrest.list_analyze_batch_results(text),
+    atrest.delete_analyze_batch_result(text, uuid)
 TO atrest_service;
 
 ------------------------------------------------------------------------------
@@ -1707,9 +2198,18 @@ GRANT EXECUTE ON FUNCTION
     atrest.create_model(text, text, jsonb, bytea),
     atrest.get_model(text),
     atrest.delete_model(text),
-    atrest.begin_analyze(text),
+    atrest.begin_analyze(text, bytea, text),
     atrest.complete_analyze(uuid, jsonb),
     atrest.fail_analyze(uuid, jsonb),
     atrest.get_analyze_result(text, uuid),
-    atrest.delete_analyze_result(text, uuid)
+    atrest.delete_analyze_result(text, uuid),
+    atrest.get_analyze_document(text, uuid),
+    atrest.put_analyze_output(uuid, text, text, bytea),
+    atrest.get_analyze_result_pdf(text, uuid),
+    atrest.get_analyze_result_figure(text, uuid, text),
+    atrest.begin_analyze_batch(text, jsonb),
+    atrest.update_analyze_batch(uuid, text, integer, jsonb),
+    atrest.get_analyze_batch_result(text, uuid),
+    atrest.list_analyze_batch_results(text),
+    atrest.delete_analyze_batch_result(text, uuid)
 TO atrest_service;

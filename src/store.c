@@ -1,16 +1,17 @@
 /*
  * store.c
- *		The setting atrest.result_ttl of the models and analyze results store.
+ *		The settings of the models and analyze results store: atrest.result_ttl,
+ *		atrest.input_ttl and atrest.operation_timeout.
  *
  * The store itself (tables, functions, retention policies, the pg_cron job)
- * is SQL in pg_atrest--1.0.sql.  Only the setting lives here, because
+ * is SQL in pg_atrest--1.1.sql.  Only the settings live here, because
  * settings under the reserved prefix "atrest." must be defined before
  * _PG_init calls MarkGUCPrefixReserved.
  *
- * Invariant: the value is always a positive interval.  The check hook parses
+ * Invariant: each value is always a positive interval.  The check hook parses
  * it without throwing and hands the parsed Interval to the assign hook as
- * "extra", so atrest._result_ttl() returns the value in force without parsing
- * it again.  The SQL functions call atrest._result_ttl() rather than
+ * "extra", so atrest._result_ttl() (and its siblings) return the value in
+ * force without parsing it again.  The SQL functions call them rather than
  * current_setting(), which also makes sure this library (and so the setting)
  * is loaded in the backend before the value is read.
  */
@@ -24,11 +25,15 @@
 
 #include "pg_atrest.h"
 
-/* atrest.result_ttl as written; ResultTtl is its value */
+/* the settings as written; ResultTtl, InputTtl, OperationTimeout are their values */
 static char *result_ttl_string = NULL;
+static char *input_ttl_string = NULL;
+static char *operation_timeout_string = NULL;
 
-/* the parsed value of atrest.result_ttl; set by AssignResultTtl */
+/* the parsed values; set by the assign hooks */
 static Interval ResultTtl = {.time = USECS_PER_DAY, .day = 0, .month = 0};
+static Interval InputTtl = {.time = USECS_PER_DAY, .day = 0, .month = 0};
+static Interval OperationTimeout = {.time = USECS_PER_DAY, .day = 0, .month = 0};
 
 /*
  * Parse "str" as an interval into *result without raising an error; false if
@@ -75,20 +80,24 @@ IntervalIsPositive(const Interval *span)
 	return int128_compare(usecs, int64_to_int128(0)) > 0;
 }
 
+/*
+ * Check hook shared by the interval settings: "name" is the setting's name
+ * for the error detail.
+ */
 static bool
-CheckResultTtl(char **newval, void **extra, GucSource source)
+CheckPositiveInterval(const char *name, char **newval, void **extra)
 {
 	Interval	span;
 	Interval   *parsed;
 
 	if (*newval == NULL || !ParseInterval(*newval, &span))
 	{
-		GUC_check_errdetail("atrest.result_ttl must be an interval, such as '24 hours'.");
+		GUC_check_errdetail("%s must be an interval, such as '24 hours'.", name);
 		return false;
 	}
 	if (!IntervalIsPositive(&span))
 	{
-		GUC_check_errdetail("atrest.result_ttl must be longer than zero.");
+		GUC_check_errdetail("%s must be longer than zero.", name);
 		return false;
 	}
 	/* the GUC machinery free()s extra, so it must come from malloc */
@@ -100,10 +109,40 @@ CheckResultTtl(char **newval, void **extra, GucSource source)
 	return true;
 }
 
+static bool
+CheckResultTtl(char **newval, void **extra, GucSource source)
+{
+	return CheckPositiveInterval("atrest.result_ttl", newval, extra);
+}
+
 static void
 AssignResultTtl(const char *newval, void *extra)
 {
 	ResultTtl = *(Interval *) extra;
+}
+
+static bool
+CheckInputTtl(char **newval, void **extra, GucSource source)
+{
+	return CheckPositiveInterval("atrest.input_ttl", newval, extra);
+}
+
+static void
+AssignInputTtl(const char *newval, void *extra)
+{
+	InputTtl = *(Interval *) extra;
+}
+
+static bool
+CheckOperationTimeout(char **newval, void **extra, GucSource source)
+{
+	return CheckPositiveInterval("atrest.operation_timeout", newval, extra);
+}
+
+static void
+AssignOperationTimeout(const char *newval, void *extra)
+{
+	OperationTimeout = *(Interval *) extra;
 }
 
 /* Define the store's settings; called from _PG_init. */
@@ -121,6 +160,28 @@ StoreInit(void)
 							   PGC_SUSET,
 							   0,
 							   CheckResultTtl, AssignResultTtl, NULL);
+
+	DefineCustomStringVariable("atrest.input_ttl",
+							   "How long a submitted document is kept, as an interval.",
+							   "The expiry time of a document is fixed when it is submitted "
+							   "(atrest.begin_analyze): submission time plus this interval, "
+							   "whatever the state of its analyze operation.",
+							   &input_ttl_string,
+							   "24 hours",
+							   PGC_SUSET,
+							   0,
+							   CheckInputTtl, AssignInputTtl, NULL);
+
+	DefineCustomStringVariable("atrest.operation_timeout",
+							   "How long an analyze operation may stay unfinished, as an interval.",
+							   "The purge fails a single or batch analyze operation that is still "
+							   "notStarted or running this long after it began, with an error saying "
+							   "it timed out; it then expires like any failed result.",
+							   &operation_timeout_string,
+							   "24 hours",
+							   PGC_SUSET,
+							   0,
+							   CheckOperationTimeout, AssignOperationTimeout, NULL);
 }
 
 /*
@@ -134,5 +195,30 @@ atrest_result_ttl_value(PG_FUNCTION_ARGS)
 	Interval   *result = (Interval *) palloc(sizeof(Interval));
 
 	*result = ResultTtl;
+	PG_RETURN_INTERVAL_P(result);
+}
+
+/* atrest._input_ttl(): the value of atrest.input_ttl in force, as an interval. */
+PG_FUNCTION_INFO_V1(atrest_input_ttl_value);
+Datum
+atrest_input_ttl_value(PG_FUNCTION_ARGS)
+{
+	Interval   *result = (Interval *) palloc(sizeof(Interval));
+
+	*result = InputTtl;
+	PG_RETURN_INTERVAL_P(result);
+}
+
+/*
+ * atrest._operation_timeout(): the value of atrest.operation_timeout in
+ * force, as an interval.
+ */
+PG_FUNCTION_INFO_V1(atrest_operation_timeout_value);
+Datum
+atrest_operation_timeout_value(PG_FUNCTION_ARGS)
+{
+	Interval   *result = (Interval *) palloc(sizeof(Interval));
+
+	*result = OperationTimeout;
 	PG_RETURN_INTERVAL_P(result);
 }

@@ -70,7 +70,14 @@ is($node->safe_psql('old', q{SELECT (atrest.envelope(j)).* FROM docs WHERE id = 
 $node->safe_psql('old', q{
 	CREATE ROLE key_admin;
 	GRANT EXECUTE ON FUNCTION atrest.create_key_class(text) TO key_admin;
+	CREATE ROLE store_caller;
+	GRANT EXECUTE ON FUNCTION atrest.begin_analyze(text) TO store_caller;
 });
+# An operation begun under 1.0 and never finished: 1.1's purge times it out too.
+my $orphan10 = $node->safe_psql('old', q{SELECT atrest.begin_analyze('m1')});
+$node->safe_psql('old',
+	qq{UPDATE atrest.analyze_results SET created_at = created_at - interval '25 hours'
+	   WHERE result_id = '$orphan10'});
 my $status = q{SELECT protector || ' ' || coalesce(key_uri, '-') FROM atrest.key_status};
 is($node->safe_psql('old', $status), 'customer kms:openssl/cmk1', '1.0 is under the CMK');
 
@@ -111,6 +118,21 @@ is( $node->safe_psql('old',
 		q{SELECT has_function_privilege('key_admin', 'atrest.create_key_class(text, boolean)', 'EXECUTE'),
 		         has_function_privilege('key_admin', 'atrest.alter_key_class(text, boolean)', 'EXECUTE')}),
 	't|f', 'the grant on create_key_class is carried over; alter_key_class is not granted');
+# begin_analyze gained document and content_type (DROP and CREATE): the grant on the 1.0
+# function is carried over, calls with the model id alone keep working, and the purge
+# times out the operation 1.0 left running.
+is( $node->safe_psql('old',
+		q{SELECT has_function_privilege('store_caller', 'atrest.begin_analyze(text, bytea, text)', 'EXECUTE')}),
+	't', 'the grant on begin_analyze(text) is carried over to begin_analyze(text, bytea, text)');
+like($node->safe_psql('old', q{SELECT atrest.begin_analyze('m1')}),
+	qr/^[0-9a-f-]{36}$/, 'begin_analyze(model_id) still works after the update');
+is( $node->safe_psql('old',
+		q{SELECT (atrest.get_analyze_document('m1', atrest.begin_analyze('m1', '\x0102', 'image/png'))).document}),
+	'\x0102', 'begin_analyze keeps a document after the update');
+$node->safe_psql('old', q{SELECT atrest.purge_expired()});
+is( $node->safe_psql('old',
+		qq{SELECT status || ' ' || (error ->> 'code') FROM atrest.get_analyze_result('m1', '$orphan10')}),
+	'failed Timeout', 'the operation 1.0 left running is timed out by the purge');
 is($node->safe_psql('old', q{SELECT (atrest.envelope(j)).format FROM docs WHERE id = 301}),
 	'xaes-256-gcm', 'envelope() reports the format after the update');
 # The role 1.0 created is adopted (so 1.1 installs in other databases accept it), and
@@ -159,6 +181,8 @@ like($ierr, qr/cannot create an index on encrypted column "j"/, 'an index on a 1
 $node->safe_psql('old', q{
 	REVOKE EXECUTE ON FUNCTION atrest.create_key_class(text, boolean) FROM key_admin;
 	DROP ROLE key_admin;
+	REVOKE EXECUTE ON FUNCTION atrest.begin_analyze(text, bytea, text) FROM store_caller;
+	DROP ROLE store_caller;
 });
 $node->safe_psql('fresh', 'CREATE EXTENSION pg_atrest');
 my $old_schema = AtrestTest::schema_description($node, 'old');
