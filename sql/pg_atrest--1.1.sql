@@ -1507,8 +1507,8 @@ BEGIN
         LOOP
             EXIT WHEN atrest._convert_scrub(rel, since);
             COMMIT;
-            IF NOT told AND pg_catalog.clock_timestamp() OPERATOR(pg_catalog.>)
-                            start OPERATOR(pg_catalog.+) interval '1 minute' THEN
+            IF NOT told AND (pg_catalog.clock_timestamp() OPERATOR(pg_catalog.>)
+                             (start OPERATOR(pg_catalog.+) interval '1 minute')) THEN
                 RAISE NOTICE 'waiting for transactions older than the conversion of %.% to end', rel, col
                     USING DETAIL = 'The old plaintext row versions stay in the table''s files until no snapshot, replication slot or standby can see them.';
                 told := true;

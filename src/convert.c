@@ -43,8 +43,8 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "parser/parse_coerce.h"
-#include "parser/parse_func.h"
-#include "nodes/value.h"
+#include "catalog/pg_proc.h"
+#include "utils/catcache.h"
 #include "portability/instr_time.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
@@ -88,17 +88,24 @@ static bool
 MayConvert(void)
 {
 	static const char *const names[] = {"encrypt_column", "decrypt_column"};
+	Oid			nsp = get_namespace_oid(ATREST_SCHEMA, false);
+	bool		result = false;
 
-	for (int i = 0; i < lengthof(names); i++)
+	for (int i = 0; i < lengthof(names) && !result; i++)
 	{
-		Oid			proc = LookupFuncName(list_make2(makeString(ATREST_SCHEMA),
-													 makeString((char *) names[i])),
-										  -1, NULL, true);
+		CatCList   *list = SearchSysCacheList1(PROCNAMEARGSNSP, CStringGetDatum(names[i]));
 
-		if (OidIsValid(proc) && pg_proc_aclcheck(proc, GetUserId(), ACL_EXECUTE) == ACLCHECK_OK)
-			return true;
+		for (int j = 0; j < list->n_members && !result; j++)
+		{
+			Form_pg_proc proc = (Form_pg_proc) GETSTRUCT(&list->members[j]->tuple);
+
+			if (proc->pronamespace == nsp &&
+				pg_proc_aclcheck(proc->oid, GetUserId(), ACL_EXECUTE) == ACLCHECK_OK)
+				result = true;
+		}
+		ReleaseSysCacheList(list);
 	}
-	return false;
+	return result;
 }
 
 /*
@@ -248,8 +255,8 @@ atrest_convert_prepare(PG_FUNCTION_ARGS)
 	char	   *shadow;
 	char	   *relname;
 	AsOwnerState owner;
-	Oid			stypid;
-	int32		stypmod;
+	Oid			relowner;
+	bool		notnull;
 
 	rel = OpenOwnedTable(relid, AccessShareLock);
 	attnum = ColumnOfType(rel, colname, &typid, &typmod);
@@ -274,20 +281,24 @@ atrest_convert_prepare(PG_FUNCTION_ARGS)
 						encrypt ? "jsonb, bytea or text" : "encrypted_jsonb, encrypted_bytea or encrypted_text")));
 	shadow = ShadowName(attnum);
 	relname = QualifiedRelationName(rel);
+	relowner = rel->rd_rel->relowner;
+	notnull = TupleDescAttr(RelationGetDescr(rel), attnum - 1)->attnotnull;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	CheckNoDependents(rel, attnum, colname);
-	BeginAsOwner(rel->rd_rel->relowner, &owner);
+	/* ALTER TABLE refuses a table this session has open: keep only the lock */
+	table_close(rel, NoLock);
+	BeginAsOwner(relowner, &owner);
 	SetLocalSetting("lock_timeout", CONVERT_LOCK_TIMEOUT);
 	RunSql(psprintf("LOCK TABLE ONLY %s IN ACCESS EXCLUSIVE MODE", relname),
 		   0, NULL, NULL, SPI_OK_UTILITY);
-	if (ColumnOfType(rel, shadow, &stypid, &stypmod) == InvalidAttrNumber)
+	if (get_attnum(relid, shadow) == InvalidAttrNumber)
 	{
 		RunSql(psprintf("ALTER TABLE ONLY %s ADD COLUMN %s %s", relname,
 						quote_identifier(shadow), target), 0, NULL, NULL, SPI_OK_UTILITY);
 		/* a NOT NULL column: a CHECK that VALIDATE proves, so SET NOT NULL need not scan */
-		if (TupleDescAttr(RelationGetDescr(rel), attnum - 1)->attnotnull)
+		if (notnull)
 			RunSql(psprintf("ALTER TABLE ONLY %s ADD CONSTRAINT %s CHECK (%s IS NOT NULL) NOT VALID",
 							relname, quote_identifier(shadow), quote_identifier(shadow)),
 				   0, NULL, NULL, SPI_OK_UTILITY);
@@ -300,7 +311,6 @@ atrest_convert_prepare(PG_FUNCTION_ARGS)
 	EndAsOwner(&owner);
 	SPI_finish();
 
-	table_close(rel, NoLock);
 	PG_RETURN_DATUM(DirectFunctionCall1(namein, CStringGetDatum(shadow)));
 }
 
@@ -437,14 +447,19 @@ atrest_convert_validate(PG_FUNCTION_ARGS)
 		   2, argtypes, args, SPI_OK_SELECT);
 	if (SPI_processed > 0)
 	{
-		BeginAsOwner(rel->rd_rel->relowner, &owner);
-		RunSql(psprintf("ALTER TABLE ONLY %s VALIDATE CONSTRAINT %s",
-						QualifiedRelationName(rel), quote_identifier(shadow)),
+		char	   *relname = QualifiedRelationName(rel);
+		Oid			relowner = rel->rd_rel->relowner;
+
+		/* ALTER TABLE refuses a table this session has open: keep only the lock */
+		table_close(rel, NoLock);
+		BeginAsOwner(relowner, &owner);
+		RunSql(psprintf("ALTER TABLE ONLY %s VALIDATE CONSTRAINT %s", relname, quote_identifier(shadow)),
 			   0, NULL, NULL, SPI_OK_UTILITY);
 		EndAsOwner(&owner);
 	}
+	else
+		table_close(rel, NoLock);
 	SPI_finish();
-	table_close(rel, NoLock);
 	PG_RETURN_VOID();
 }
 
@@ -467,21 +482,26 @@ atrest_convert_swap(PG_FUNCTION_ARGS)
 	char	   *shadow = NameStr(*PG_GETARG_NAME(2));
 	Relation	rel = OpenOwnedTable(relid, AccessShareLock);
 	char	   *relname = QualifiedRelationName(rel);
+	Oid			relowner = rel->rd_rel->relowner;
 	const char *col = quote_identifier(colname);
 	const char *qshadow = quote_identifier(shadow);
 	AsOwnerState owner;
 	Oid			typid;
 	int32		typmod;
 	AttrNumber	attnum;
-	Form_pg_attribute att;
+	bool		hasdef;
+	bool		notnull;
 	TransactionId xid;
 
+	/* ALTER TABLE refuses a table this session has open: keep only the lock */
+	table_close(rel, NoLock);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	BeginAsOwner(rel->rd_rel->relowner, &owner);
+	BeginAsOwner(relowner, &owner);
 	SetLocalSetting("lock_timeout", CONVERT_LOCK_TIMEOUT);
 	RunSql(psprintf("LOCK TABLE ONLY %s IN ACCESS EXCLUSIVE MODE", relname),
 		   0, NULL, NULL, SPI_OK_UTILITY);
+	rel = table_open(relid, NoLock);
 	attnum = ColumnOfType(rel, colname, &typid, &typmod);
 	if (attnum == InvalidAttrNumber ||
 		ColumnOfType(rel, shadow, &typid, &typmod) == InvalidAttrNumber)
@@ -490,14 +510,16 @@ atrest_convert_swap(PG_FUNCTION_ARGS)
 				 errmsg("table \"%s\" changed during the conversion of column \"%s\"",
 						RelationGetRelationName(rel), colname)));
 	CheckNoDependents(rel, attnum, colname);
+	hasdef = TupleDescAttr(RelationGetDescr(rel), attnum - 1)->atthasdef;
+	notnull = TupleDescAttr(RelationGetDescr(rel), attnum - 1)->attnotnull;
+	table_close(rel, NoLock);
+
 	RunSql(psprintf("UPDATE ONLY %s SET %s = %s WHERE %s IS NULL AND %s IS NOT NULL",
 					relname, col, col, qshadow, col),
 		   0, NULL, NULL, SPI_OK_UPDATE);
 	RunSql(psprintf("DROP TRIGGER %s ON %s", CONVERT_TRIGGER, relname),
 		   0, NULL, NULL, SPI_OK_UTILITY);
-
-	att = TupleDescAttr(RelationGetDescr(rel), attnum - 1);
-	if (att->atthasdef)
+	if (hasdef)
 	{
 		Oid			argtypes[2] = {OIDOID, INT2OID};
 		Datum		args[2] = {ObjectIdGetDatum(relid), Int16GetDatum(attnum)};
@@ -510,7 +532,7 @@ atrest_convert_swap(PG_FUNCTION_ARGS)
 							SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)),
 				   0, NULL, NULL, SPI_OK_UTILITY);
 	}
-	if (att->attnotnull)
+	if (notnull)
 	{
 		/* proven by the validated CHECK: no scan */
 		RunSql(psprintf("ALTER TABLE ONLY %s ALTER COLUMN %s SET NOT NULL", relname, qshadow),
@@ -525,8 +547,8 @@ atrest_convert_swap(PG_FUNCTION_ARGS)
 	EndAsOwner(&owner);
 	SPI_finish();
 
-	xid = GetTopTransactionId();
-	table_close(rel, NoLock);
+	/* the subtransaction the procedure runs us in: every write above used it */
+	xid = GetCurrentTransactionId();
 	PG_RETURN_TRANSACTIONID(xid);
 }
 
