@@ -48,7 +48,7 @@ $node->safe_psql(
 });
 
 # the rows the writers leave alone: id % 10 not in (0, 5)
-my $checksum_sql = q{SELECT count(*) || ':' || md5(string_agg(id || ':' || doc::text, ',' ORDER BY id))
+my $checksum_sql = q{SELECT count(*) || ':' || md5(string_agg(id || ':' || md5(doc::text), ',' ORDER BY id))
 	FROM docs WHERE id % 10 NOT IN (0, 5) AND id < 1000000};
 my $before = $node->safe_psql('postgres', $checksum_sql);
 ok(files_contain('PLAINMARK-', relation_files($node, 'docs')) > 0,
@@ -148,11 +148,11 @@ ok(files_contain('PLAINMARK-ctl', relation_files($node, 'plain_ctl')) > 0,
 	'the plain control table still holds its marker');
 
 # --- back --------------------------------------------------------------------------------
-my $enc = $node->safe_psql('postgres', q{SELECT md5(string_agg(id || ':' || doc::text, ',' ORDER BY id)) FROM docs});
+my $enc = $node->safe_psql('postgres', q{SELECT md5(string_agg(id || ':' || md5(doc::text), ',' ORDER BY id)) FROM docs});
 $node->safe_psql('postgres', q{CALL atrest.decrypt_column('docs', 'doc')});
 is($node->safe_psql('postgres', q{SELECT format_type(atttypid, atttypmod) FROM pg_attribute
 	WHERE attrelid = 'docs'::regclass AND attname = 'doc'}), 'jsonb', 'decrypt_column: doc is jsonb again');
-is($node->safe_psql('postgres', q{SELECT md5(string_agg(id || ':' || doc::text, ',' ORDER BY id)) FROM docs}),
+is($node->safe_psql('postgres', q{SELECT md5(string_agg(id || ':' || md5(doc::text), ',' ORDER BY id)) FROM docs}),
 	$enc, 'decrypt_column: same content');
 
 # --- as the owner ------------------------------------------------------------------------
