@@ -54,6 +54,14 @@ INSERT INTO null_calls (fn, call) VALUES
     ('atrest._reencrypt_pending(regclass, regclass, name)', 'SELECT atrest._reencrypt_pending(NULL, ''nulls_t'', ''doc'')'),
     ('atrest._reencrypt_pending(regclass, regclass, name)', 'SELECT atrest._reencrypt_pending(''nulls_t'', NULL, ''doc'')'),
     ('atrest._reencrypt_pending(regclass, regclass, name)', 'SELECT atrest._reencrypt_pending(''nulls_t'', ''nulls_t'', NULL)'),
+    -- encrypting an existing column
+    ('atrest.encrypt_column(regclass, name, text, integer)', 'CALL atrest.encrypt_column(NULL, ''doc'')'),
+    ('atrest.encrypt_column(regclass, name, text, integer)', 'CALL atrest.encrypt_column(''nulls_t'', NULL)'),
+    ('atrest.encrypt_column(regclass, name, text, integer)', 'CALL atrest.encrypt_column(''nulls_t'', ''doc'', NULL)'),
+    ('atrest.encrypt_column(regclass, name, text, integer)', 'CALL atrest.encrypt_column(''nulls_t'', ''doc'', ''default'', NULL)'),
+    ('atrest.decrypt_column(regclass, name, integer)', 'CALL atrest.decrypt_column(NULL, ''doc'')'),
+    ('atrest.decrypt_column(regclass, name, integer)', 'CALL atrest.decrypt_column(''nulls_t'', NULL)'),
+    ('atrest.decrypt_column(regclass, name, integer)', 'CALL atrest.decrypt_column(''nulls_t'', ''doc'', NULL)'),
     -- the models and analyze-results store
     ('atrest._check_model_id(text)', 'SELECT atrest._check_model_id(NULL)'),
     ('atrest.create_model(text, text, jsonb, bytea)', 'SELECT atrest.create_model(NULL)'),
@@ -124,7 +132,8 @@ SELECT id, doc FROM nulls_t;
 
 -- The functions with arguments whose NULLs are not tried above, and why:
 --   rotate_data_key(text), rekey(text): NULL means every class;
---   _cron_job_name, _require_pg_cron, _record_purge_run, _get_analyze_output: internal,
+--   _cron_job_name, _require_pg_cron, _record_purge_run, _get_analyze_output,
+--   _convert_column (the steps of encrypt_column/decrypt_column are STRICT): internal,
 --   called only by the functions above with arguments they have checked or that are
 --   constants.
 -- A function added to the extension shows up here (or below) until it is tried above.
