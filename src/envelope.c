@@ -24,6 +24,9 @@
 #include <openssl/rand.h>
 
 #include "utils/memutils.h"
+#if PG_VERSION_NUM >= 160000
+#include "varatt.h"			/* VARDATA and friends moved out of postgres.h */
+#endif
 
 #include "keyring.h"
 #include "envelope.h"
