@@ -95,8 +95,11 @@ SELECT name, context FROM pg_settings
  ORDER BY name;
 CREATE ROLE atrest_regress_user2;
 SET ROLE atrest_regress_user2;
+-- 42501 (insufficient_privilege): PostgreSQL's own wording of this error changed in 16
+\set VERBOSITY sqlstate
 SHOW atrest.service_key_file;
 SHOW atrest.service_key_command;
+\set VERBOSITY default
 SET atrest.key_cache_ttl = 1;
 RESET ROLE;
 DROP ROLE atrest_regress_user2;
