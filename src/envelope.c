@@ -30,6 +30,7 @@
 
 #include "keyring.h"
 #include "envelope.h"
+#include "pg_atrest.h"
 #include "secure_mem.h"
 
 /* Scratch state of the LZ4HC compressor, allocated on first use. */
@@ -56,7 +57,7 @@ AtrestKindTypeName(AtrestKind kind)
  * the operation for OpenSSL failures.  The wording is part of the interface:
  * values that do not open raise XX001 naming the type, never bytes.
  */
-static void pg_attribute_noreturn()
+pg_noreturn static void
 EnvelopeFail(AtrestKind kind, EnvelopeStatus st, const char *what)
 {
 	const char *detail = NULL;

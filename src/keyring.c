@@ -122,8 +122,8 @@ static Oid	dbkeys_oid = InvalidOid;
 static Oid	datakeys_oid = InvalidOid;
 
 static void KeyCacheDrop(void);
-static void ProviderFailed(const char *provider, const char *key_uri,
-						   const char *reason) pg_attribute_noreturn();
+pg_noreturn static void ProviderFailed(const char *provider, const char *key_uri,
+									   const char *reason);
 
 /* ---------------------------------------------------------------------
  * Invalidation

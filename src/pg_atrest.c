@@ -62,9 +62,5 @@ _PG_init(void)
 	KeyringInit();
 	StoreInit();
 
-#if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("atrest");
-#else
-	EmitWarningsOnPlaceholders("atrest");
-#endif
 }
