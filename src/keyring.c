@@ -70,6 +70,9 @@
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
+#if PG_VERSION_NUM >= 160000
+#include "varatt.h"			/* VARDATA and friends moved out of postgres.h */
+#endif
 
 #include "envelope.h"
 #include "keyring.h"
@@ -139,8 +142,8 @@ static Oid	dbkeys_oid = InvalidOid;
 static Oid	datakeys_oid = InvalidOid;
 
 static void KeyCacheDrop(void);
-static void ProviderFailed(const char *provider, const char *key_uri,
-						   const char *reason) pg_attribute_noreturn();
+pg_noreturn static void ProviderFailed(const char *provider, const char *key_uri,
+									   const char *reason);
 
 /* ---------------------------------------------------------------------
  * Invalidation
@@ -1281,7 +1284,6 @@ atrest_rotate_data_key(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	char	   *only = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
 	int32		only_id = -1;
-	int			rotated = 0;
 
 	InitMaterializedSRF(fcinfo, 0);
 	SPI_connect();
@@ -1310,7 +1312,6 @@ atrest_rotate_data_key(PG_FUNCTION_ARGS)
 		values[0] = CStringGetTextDatum(kc->name);
 		values[1] = Int32GetDatum((int32) next);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-		rotated++;
 	}
 	SPI_finish();
 	return (Datum) 0;

@@ -12,6 +12,19 @@
 #include "fmgr.h"
 #include "utils/elog.h"
 
+#if PG_VERSION_NUM < 150000
+#error "pg_atrest needs PostgreSQL 15 or later"
+#endif
+
+/*
+ * PostgreSQL 18 replaced pg_attribute_noreturn(), written after a declaration,
+ * with pg_noreturn, written before it.  Earlier versions get pg_noreturn from
+ * the old macro (GCC and clang accept the attribute in front).
+ */
+#ifndef pg_noreturn
+#define pg_noreturn pg_attribute_noreturn()
+#endif
+
 #define ATREST_SCHEMA			"atrest"
 
 /*

@@ -46,7 +46,8 @@ use Time::HiRes qw(time sleep);
 $| = 1;
 
 my $here = dirname(abs_path($0));
-my $results = "$here/results";
+# ATREST_BENCH_RESULTS: another output directory (test/sandbox bench --pg N: results/pgN)
+my $results = $ENV{ATREST_BENCH_RESULTS} // "$here/results";
 my $SB = $ENV{ATREST_SANDBOX} or die "bench.pl: ATREST_SANDBOX is not set (run test/sandbox bench)\n";
 my $PG_BIN = $ENV{PG_BIN} // '/usr/lib/postgresql/15/bin';
 my $RUNUSER = -x '/usr/sbin/runuser' ? '/usr/sbin/runuser' : '/sbin/runuser';

@@ -202,6 +202,12 @@ More lines for postgresql.conf, appended last.
 
 Options passed to $node->init (e.g. allows_streaming => 1).
 
+=item checksums => 0
+
+Initialise without data checksums, whatever the version's default (initdb turns them
+on by default from PostgreSQL 18).  For tests that corrupt pages on disk to show that
+pg_atrest notices: with checksums, PostgreSQL refuses the page first.
+
 =item start => 1, create_extension => 1
 
 Start the node, then CREATE EXTENSION pg_atrest in the database "postgres".
@@ -221,7 +227,12 @@ sub atrest_node
 	softhsm() if $pkcs11;
 
 	my $node = PostgreSQL::Test::Cluster->new($name);
-	$node->init(%{ $opts{init} // {} });
+	my %init = %{ $opts{init} // {} };
+	if (defined $opts{checksums} && !$opts{checksums} && $node->pg_version >= 18)
+	{
+		$init{extra} = [ @{ $init{extra} // [] }, '--no-data-checksums' ];
+	}
+	$node->init(%init);
 
 	my $conf = $cron
 	  ? "shared_preload_libraries = 'pg_cron,pg_atrest'\n"
