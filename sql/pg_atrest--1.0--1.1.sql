@@ -1398,6 +1398,8 @@ BEGIN
         PERFORM atrest._record_purge_run(p.rel, started, n, batches, 'job', state || ': ' || msg);
         COMMIT;
     END LOOP;
+END;
+$$;
 
 ------------------------------------------------------------------------------
 -- Issue 10, item 5: encrypting an existing column online (src/convert.c): encrypt_column()
