@@ -373,7 +373,8 @@ BEGIN
         EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
             ok := false;
-            detail := state || ': ' || msg;
+            -- one line: libpq's connection errors run over several
+            detail := state || ': ' || pg_catalog.btrim(pg_catalog.regexp_replace(msg, '\s+', ' ', 'g'));
         END;
         RETURN NEXT;
     END LOOP;
