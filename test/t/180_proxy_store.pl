@@ -116,6 +116,19 @@ my ($m3, $id3) = split /\|/, svc(q{SELECT m, id FROM written ORDER BY id OFFSET 
 is(svc_sqlstate(qq{SELECT atrest_proxy.complete_analyze('$id3', '{}')}), '55000',
 	'55000 for completing a finished result');
 
+# the shard-side functions that take the proxy's ids refuse a NULL id and an id in use
+my $dup_shard = $shards[ svc(q{SELECT atrest_proxy.model_shard('model-3')}) ];
+my $taken = svc(q{SELECT id FROM written WHERE m = 'model-3' LIMIT 1});
+foreach my $case (
+	[ qq{SELECT atrest.begin_analyze_with_id('$taken', 'model-3')}, '23505', 'an analyze id in use' ],
+	[ q{SELECT atrest.begin_analyze_with_id(NULL, 'model-3')}, '22004', 'a NULL analyze id' ],
+	[ qq{SELECT atrest.begin_analyze_batch_with_id('$taken', 'model-3', '{}'); SELECT atrest.begin_analyze_batch_with_id('$taken', 'model-3', '{}')},
+		'23505', 'a batch id in use' ])
+{
+	my ($sql, $state, $what) = @$case;
+	like(psql_error($dup_shard, "SET ROLE svc; $sql"), qr/ERROR:\s+$state:/, "$state on a shard for $what");
+}
+
 # --- the rest of the store --------------------------------------------------------------
 my $doc_id = svc(q{SELECT atrest_proxy.begin_analyze('model-7', '\x255044462d', 'application/pdf')});
 is(svc(qq{SELECT content_type, document FROM atrest_proxy.get_analyze_document('model-7', '$doc_id')}),
