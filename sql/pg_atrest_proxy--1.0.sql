@@ -47,6 +47,12 @@ BEGIN
                   DETAIL = 'There is no foreign server atrest_shards of the foreign data wrapper plproxy with partitions p0, p1, ...',
                   HINT = 'Create it as the README shows (CREATE SERVER atrest_shards FOREIGN DATA WRAPPER plproxy ...).';
     END IF;
+    IF n & (n - 1) <> 0 THEN
+        RAISE EXCEPTION 'the number of shards of pg_atrest_proxy must be a power of two'
+            USING ERRCODE = '22023',
+                  DETAIL = pg_catalog.format('The foreign server atrest_shards has %s partitions.', n),
+                  HINT = 'PL/Proxy maps a hash to a partition with a bit mask: give it 1, 2, 4, 8, ... partitions.';
+    END IF;
     RETURN n;
 END;
 $$;
