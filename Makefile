@@ -1,6 +1,7 @@
-# pg_atrest: built with PGXS.
+# pg_atrest: built with PGXS.  Two extensions: pg_atrest (the C module and its SQL)
+# and pg_atrest_proxy (SQL only, for a PL/Proxy database in front of pg_atrest shards).
 
-EXTENSION = pg_atrest
+EXTENSION = pg_atrest pg_atrest_proxy
 MODULE_big = pg_atrest
 OBJS = \
 	src/pg_atrest.o \
@@ -33,9 +34,10 @@ OBJS = \
 	src/guard.o \
 	src/subscript.o
 
-DATA = sql/pg_atrest--1.0.sql sql/pg_atrest--1.1.sql sql/pg_atrest--1.0--1.1.sql
+DATA = sql/pg_atrest--1.0.sql sql/pg_atrest--1.1.sql sql/pg_atrest--1.0--1.1.sql \
+	sql/pg_atrest_proxy--1.0.sql
 
-REGRESS = $(patsubst sql/%.sql,%,$(filter-out sql/pg_atrest--%,$(sort $(wildcard sql/*.sql))))
+REGRESS = $(patsubst sql/%.sql,%,$(filter-out sql/pg_atrest--% sql/pg_atrest_proxy--%,$(sort $(wildcard sql/*.sql))))
 REGRESS_OPTS = --inputdir=. --outputdir=. --load-extension=pg_atrest
 
 PG_CPPFLAGS = -I/usr/include/p11-kit-1 -Wall -Wextra -Werror \

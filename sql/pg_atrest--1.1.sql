@@ -2091,6 +2091,89 @@ GRANT EXECUTE ON FUNCTION
 TO atrest_service;
 
 ------------------------------------------------------------------------------
+-- Result ids chosen by the caller (issue 13): pg_atrest_proxy routes a
+-- result by a tag it puts in the result id (sql/pg_atrest_proxy--1.0.sql), so
+-- the id is made on the proxy and handed down.  Same checks and results as
+-- atrest.begin_analyze and atrest.begin_analyze_batch, plus 22004 for a NULL
+-- id and 23505 for an id already in use.
+------------------------------------------------------------------------------
+
+CREATE FUNCTION atrest.begin_analyze_with_id(result_id uuid, model_id text,
+                                             document bytea DEFAULT NULL,
+                                             content_type text DEFAULT NULL)
+RETURNS uuid
+LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    new_id uuid := begin_analyze_with_id.result_id;
+    ts     timestamptz := pg_catalog.clock_timestamp();
+BEGIN
+    PERFORM atrest._check_model_id(begin_analyze_with_id.model_id);
+    IF new_id IS NULL THEN
+        RAISE EXCEPTION 'result_id must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF begin_analyze_with_id.document IS NULL AND begin_analyze_with_id.content_type IS NOT NULL THEN
+        RAISE EXCEPTION 'document must not be null'
+            USING ERRCODE = '22004',
+                  DETAIL = 'A content type was given without a document.';
+    ELSIF pg_catalog.length(begin_analyze_with_id.content_type) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'invalid content type'
+            USING ERRCODE = '22023',
+                  DETAIL = 'A content type has 1 to 255 characters.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM atrest.models m WHERE m.model_id = begin_analyze_with_id.model_id) THEN
+        RAISE EXCEPTION 'model "%" does not exist', begin_analyze_with_id.model_id
+            USING ERRCODE = 'AT404';
+    END IF;
+    INSERT INTO atrest.analyze_results (result_id, model_id, status, created_at, last_updated_at)
+    VALUES (new_id, begin_analyze_with_id.model_id, 'running', ts, ts)
+    ON CONFLICT ON CONSTRAINT analyze_results_pkey DO NOTHING;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'analyze result % already exists', new_id USING ERRCODE = '23505';
+    END IF;
+    IF begin_analyze_with_id.document IS NOT NULL THEN
+        INSERT INTO atrest.analyze_documents (result_id, content_type, created_at, expires_at, document)
+        VALUES (new_id, begin_analyze_with_id.content_type, ts, ts + atrest._input_ttl(),
+                begin_analyze_with_id.document);
+    END IF;
+    RETURN new_id;
+END;
+$$;
+
+CREATE FUNCTION atrest.begin_analyze_batch_with_id(result_id uuid, model_id text, request jsonb)
+RETURNS uuid
+LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    new_id uuid := begin_analyze_batch_with_id.result_id;
+    ts     timestamptz := pg_catalog.clock_timestamp();
+BEGIN
+    PERFORM atrest._check_model_id(begin_analyze_batch_with_id.model_id);
+    IF new_id IS NULL THEN
+        RAISE EXCEPTION 'result_id must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF begin_analyze_batch_with_id.request IS NULL THEN
+        RAISE EXCEPTION 'request must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM atrest.models m WHERE m.model_id = begin_analyze_batch_with_id.model_id) THEN
+        RAISE EXCEPTION 'model "%" does not exist', begin_analyze_batch_with_id.model_id
+            USING ERRCODE = 'AT404';
+    END IF;
+    INSERT INTO atrest.analyze_batch_results (result_id, model_id, status, created_at,
+                                              last_updated_at, request)
+    VALUES (new_id, begin_analyze_batch_with_id.model_id, 'notStarted', ts, ts,
+            begin_analyze_batch_with_id.request)
+    ON CONFLICT ON CONSTRAINT analyze_batch_results_pkey DO NOTHING;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'analyze batch result % already exists', new_id USING ERRCODE = '23505';
+    END IF;
+    RETURN new_id;
+END;
+$$;
+
+------------------------------------------------------------------------------
 -- In pg_cron's own database, with pg_cron installed, the purge job is
 -- scheduled right away; elsewhere run atrest.schedule_purge('<db>') there.
 ------------------------------------------------------------------------------
@@ -2384,5 +2467,7 @@ GRANT EXECUTE ON FUNCTION
     atrest.update_analyze_batch(uuid, text, integer, jsonb),
     atrest.get_analyze_batch_result(text, uuid),
     atrest.list_analyze_batch_results(text),
-    atrest.delete_analyze_batch_result(text, uuid)
+    atrest.delete_analyze_batch_result(text, uuid),
+    atrest.begin_analyze_with_id(uuid, text, bytea, text),
+    atrest.begin_analyze_batch_with_id(uuid, text, jsonb)
 TO atrest_service;

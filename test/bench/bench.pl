@@ -20,6 +20,9 @@
 #   compressors  compressors.c over the staging documents' jsonb binary form: CPU time
 #            and size of pglz, LZ4 fast, LZ4HC and zstd candidates (needs data; not in
 #            the default set: --only compressors, or --compressors with the others)
+#   proxy    the store through pg_atrest_proxy to four shards against one server directly,
+#            8 clients (test/bench/proxy.pl; starts four clusters of its own; not in the
+#            default set: --only proxy)
 #
 # Method: the variants get the same rows in the same run; every data workload gets one
 # untimed warm-up round, then is repeated with the repeats interleaved (each round visits
@@ -84,6 +87,15 @@ $C{clients} = 4;
 
 my %want = map { $_ => 1 } ($only ? split(/,/, $only)
 	: qw(data insert read lookup size keyops provider purge));
+
+# The proxy comparison is a script of its own, with its own clusters and report.
+if ($want{proxy})
+{
+	system('perl', "$here/proxy.pl", $quick ? ('--quick') : ()) == 0
+	  or die "bench.pl: test/bench/proxy.pl failed\n";
+	delete $want{proxy};
+	exit 0 unless %want;
+}
 $want{compressors} = 1 if $with_compressors;
 $want{data} = 1 if $want{insert} || $want{read} || $want{lookup} || $want{size} || $want{purge} || $want{compressors};
 $want{insert} = 1 if $want{read} || $want{lookup} || $want{size};
