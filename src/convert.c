@@ -100,7 +100,7 @@ MayConvert(void)
 			Form_pg_proc proc = (Form_pg_proc) GETSTRUCT(&list->members[j]->tuple);
 
 			if (proc->pronamespace == nsp &&
-				pg_proc_aclcheck(proc->oid, GetUserId(), ACL_EXECUTE) == ACLCHECK_OK)
+				AtrestProcAclCheck(proc->oid, GetUserId(), ACL_EXECUTE) == ACLCHECK_OK)
 				result = true;
 		}
 		ReleaseSysCacheList(list);
@@ -127,7 +127,7 @@ OpenOwnedTable(Oid relid, LOCKMODE lockmode)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("relation with OID %u does not exist", relid)));
-	if (!pg_class_ownercheck(relid, GetUserId()))
+	if (!AtrestRelOwnerCheck(relid, GetUserId()))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("must be owner of table %s", RelationGetRelationName(rel)),

@@ -315,10 +315,18 @@ encrypted_typanalyze(PG_FUNCTION_ARGS)
 {
 	VacAttrStats *stats = (VacAttrStats *) PG_GETARG_POINTER(0);
 
+#if PG_VERSION_NUM >= 170000
+	/* 17 keeps the target in VacAttrStats itself (attr is gone) */
+	if (stats->attstattarget < 0)
+		stats->attstattarget = default_statistics_target;
+	stats->compute_stats = TrivialStats;
+	stats->minrows = 300 * stats->attstattarget;
+#else
 	if (stats->attr->attstattarget < 0)
 		stats->attr->attstattarget = default_statistics_target;
 	stats->compute_stats = TrivialStats;
 	stats->minrows = 300 * stats->attr->attstattarget;
+#endif
 	PG_RETURN_BOOL(true);
 }
 

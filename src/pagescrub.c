@@ -114,12 +114,30 @@ ScrubRelationPages(Oid relid, bool prune)
 		CHECK_FOR_INTERRUPTS();
 		if (prune)
 		{
-			int			ndeleted;
 			OffsetNumber off_loc;
 
 			LockBufferForCleanup(buf);
-			(void) heap_page_prune(rel, buf, InvalidTransactionId, vistest,
-								   InvalidTransactionId, 0, &ndeleted, &off_loc);
+#if PG_VERSION_NUM >= 170000
+			{
+				PruneFreezeResult presult;
+
+				heap_page_prune_and_freeze(rel, buf, vistest, 0, NULL, &presult,
+										   PRUNE_ON_ACCESS, &off_loc, NULL, NULL);
+			}
+#elif PG_VERSION_NUM >= 160000
+			{
+				PruneResult presult;
+
+				heap_page_prune(rel, buf, vistest, &presult, &off_loc);
+			}
+#else
+			{
+				int			ndeleted;
+
+				(void) heap_page_prune(rel, buf, InvalidTransactionId, vistest,
+									   InvalidTransactionId, 0, &ndeleted, &off_loc);
+			}
+#endif
 		}
 		else
 			LockBuffer(buf, BUFFER_LOCK_EXCLUSIVE);

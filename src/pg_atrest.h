@@ -51,4 +51,19 @@ extern void KeyringInit(void);
 extern void ServiceKeyInit(void);
 extern void StoreInit(void);
 
+/*
+ * Privilege checks by object: PostgreSQL 16 replaced pg_proc_aclcheck() and
+ * pg_class_ownercheck() by object_aclcheck() and object_ownercheck().
+ * Callers include utils/acl.h, catalog/pg_class.h and catalog/pg_proc.h.
+ */
+#if PG_VERSION_NUM >= 160000
+#define AtrestProcAclCheck(proc, role, mode) \
+	object_aclcheck(ProcedureRelationId, (proc), (role), (mode))
+#define AtrestRelOwnerCheck(relid, role) \
+	object_ownercheck(RelationRelationId, (relid), (role))
+#else
+#define AtrestProcAclCheck(proc, role, mode) pg_proc_aclcheck((proc), (role), (mode))
+#define AtrestRelOwnerCheck(relid, role) pg_class_ownercheck((relid), (role))
+#endif
+
 #endif							/* PG_ATREST_H */
