@@ -292,7 +292,11 @@ TrivialStats(VacAttrStats *stats, AnalyzeAttrFetchFunc fetchfunc,
 		bool		isnull;
 		Datum		value;
 
+#if PG_VERSION_NUM >= 180000
+		vacuum_delay_point(true);
+#else
 		vacuum_delay_point();
+#endif
 		value = fetchfunc(stats, i, &isnull);
 		if (isnull)
 		{
