@@ -93,6 +93,9 @@ static bool scrub_pending = false;
 static Oid	scrub_role = InvalidOid;
 static bool callback_registered = false;
 
+/* The last worker this backend registered (in TopMemoryContext), or NULL. */
+static BackgroundWorkerHandle *scrub_handle = NULL;
+
 /* ---------------------------------------------------------------------
  * The lock that keeps one worker per database at work
  * --------------------------------------------------------------------- */
@@ -146,6 +149,8 @@ KeyScrubLaunch(Oid dboid, Oid roleid, TransactionId limit)
 {
 	BackgroundWorker worker;
 	KeyScrubArgs args;
+	MemoryContext oldcxt;
+	bool		registered;
 
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
@@ -161,7 +166,33 @@ KeyScrubLaunch(Oid dboid, Oid roleid, TransactionId limit)
 	args.limit = limit;
 	memcpy(worker.bgw_extra, &args, sizeof(args));
 
-	return RegisterDynamicBackgroundWorker(&worker, NULL);
+	/* the handle outlives the transaction: the next key change looks at it */
+	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+	if (scrub_handle != NULL)
+		pfree(scrub_handle);
+	scrub_handle = NULL;
+	registered = RegisterDynamicBackgroundWorker(&worker, &scrub_handle);
+	MemoryContextSwitchTo(oldcxt);
+	return registered;
+}
+
+/*
+ * Has the last worker this backend registered not started yet?  Then it will
+ * cover a change committed now: its "limit" precedes every xid of the change,
+ * and when it starts it either takes the lock (and, after its round, finds
+ * the change's row versions newer than its limit and goes round again) or
+ * finds the lock taken by a worker whose re-check comes after this commit.
+ * Without this, a burst of key changes in one session registers a worker per
+ * change faster than they start, and with the default max_worker_processes
+ * (8) the slots run out.
+ */
+static bool
+KeyScrubWorkerPending(void)
+{
+	pid_t		pid;
+
+	return scrub_handle != NULL &&
+		GetBackgroundWorkerPid(scrub_handle, &pid) == BGWH_NOT_YET_STARTED;
 }
 
 static void
@@ -186,6 +217,8 @@ KeyScrubXactCallback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_COMMIT:
 			scrub_pending = false;
+			if (KeyScrubWorkerPending())
+				break;
 			/* every xid this transaction (and its subtransactions) used precedes it */
 			if (!KeyScrubLaunch(MyDatabaseId, scrub_role, ReadNextTransactionId()))
 				ereport(WARNING,
