@@ -34,7 +34,8 @@ OBJS = \
 DATA = sql/pg_atrest--1.0.sql sql/pg_atrest--1.1.sql sql/pg_atrest--1.0--1.1.sql
 
 REGRESS = $(patsubst sql/%.sql,%,$(filter-out sql/pg_atrest--%,$(sort $(wildcard sql/*.sql))))
-REGRESS_OPTS = --inputdir=. --outputdir=. --load-extension=pg_atrest
+# PGXS passes --inputdir=$(srcdir), so an out-of-tree build finds sql/ and expected/.
+REGRESS_OPTS = --load-extension=pg_atrest
 
 # Warnings are errors in development and CI; a distribution build may turn that off
 # (debian/rules: WERROR=).
@@ -48,3 +49,9 @@ EXTRA_CLEAN = results regression.diffs regression.out tmp_check log
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# Out-of-tree builds (make -f SRCDIR/Makefile VPATH=SRCDIR, as Debian's pg_buildext does)
+# put the objects in src/ of the build directory.
+ifdef VPATH
+$(shell mkdir -p src)
+endif
