@@ -33,7 +33,10 @@ OBJS = \
 
 DATA = sql/pg_atrest--1.0.sql sql/pg_atrest--1.1.sql sql/pg_atrest--1.0--1.1.sql
 
-REGRESS = $(patsubst sql/%.sql,%,$(filter-out sql/pg_atrest--%,$(sort $(wildcard sql/*.sql))))
+# every sql/*.sql but the install and update scripts, found next to this Makefile (also in an
+# out-of-tree build)
+srcroot := $(dir $(firstword $(MAKEFILE_LIST)))
+REGRESS = $(patsubst $(srcroot)sql/%.sql,%,$(filter-out $(srcroot)sql/pg_atrest--%,$(sort $(wildcard $(srcroot)sql/*.sql))))
 # PGXS passes --inputdir=$(srcdir), so an out-of-tree build finds sql/ and expected/.
 REGRESS_OPTS = --load-extension=pg_atrest
 
