@@ -58,3 +58,19 @@ include $(PGXS)
 ifdef VPATH
 $(shell mkdir -p src)
 endif
+
+# make dist: pg_atrest-VERSION.tar.gz (VERSION from META.json) of the committed tree, as
+# PGXN and a user without git take it: it builds with "make && make install" alone.
+# DIST_DIR says where to write it.  The extension's default_version, META.json and
+# debian/changelog must name the same version.
+DIST_VERSION = $(shell sed -n 's/^   "version": "\(.*\)",$$/\1/p' $(srcroot)META.json)
+DIST_DIR ?= .
+.PHONY: dist
+dist:
+	@test -n "$(DIST_VERSION)" || { echo "no version in META.json" >&2; exit 1; }
+	@grep -q "^default_version = '$(basename $(DIST_VERSION))'" $(srcroot)pg_atrest.control || \
+		{ echo "pg_atrest.control's default_version is not $(basename $(DIST_VERSION)) (META.json: $(DIST_VERSION))" >&2; exit 1; }
+	@head -n 1 $(srcroot)debian/changelog | grep -q "($(DIST_VERSION))" || \
+		{ echo "debian/changelog's version is not $(DIST_VERSION)" >&2; exit 1; }
+	git -C $(srcroot) archive --format=tar.gz --prefix=pg_atrest-$(DIST_VERSION)/ \
+		-o $(abspath $(DIST_DIR))/pg_atrest-$(DIST_VERSION).tar.gz HEAD
