@@ -9,6 +9,8 @@ OBJS = \
 	src/envelope_core.o \
 	src/keyring.o \
 	src/keyscrub.o \
+	src/pagescrub.o \
+	src/convert.o \
 	src/types.o \
 	src/provider.o \
 	src/provider_service.o \

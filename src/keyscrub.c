@@ -44,7 +44,6 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/transam.h"
-#include "access/xloginsert.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_authid.h"
@@ -55,7 +54,6 @@
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "storage/bufmgr.h"
-#include "storage/bufpage.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lock.h"
@@ -68,6 +66,7 @@
 #include "utils/syscache.h"
 
 #include "keyscrub.h"
+#include "pagescrub.h"
 #include "pg_atrest.h"
 
 #define SCRUB_POLL_MS			500		/* horizon checks while waiting */
@@ -335,97 +334,6 @@ WaitForHorizon(TransactionId limit)
 }
 
 /*
- * Zero every byte of a heap page that belongs to no line pointer's storage:
- * the free space between pd_lower and pd_upper and any gap between tuples,
- * where pruning and compaction leave the bytes of removed row versions.  If
- * anything changed, the page is WAL-logged as a full image, so standbys get
- * the scrubbed page too.  Returns false if the page still holds a tuple that
- * is dead to everyone (VACUUM has not removed it yet).  The caller holds an
- * exclusive content lock on "buf".
- */
-static bool
-ScrubPage(Relation rel, Buffer buf, TransactionId oldest)
-{
-	Page		page = BufferGetPage(buf);
-	PageHeader	ph = (PageHeader) page;
-	static bool keep[BLCKSZ];
-	bool		dirty = false;
-	bool		clean = true;
-	OffsetNumber maxoff;
-
-	if (PageIsNew(page))
-		return true;
-	memset(keep, 0, sizeof(keep));
-	memset(keep, 1, ph->pd_lower);
-	memset(keep + ph->pd_special, 1, BLCKSZ - ph->pd_special);
-	maxoff = PageGetMaxOffsetNumber(page);
-	for (OffsetNumber off = FirstOffsetNumber; off <= maxoff; off++)
-	{
-		ItemId		id = PageGetItemId(page, off);
-
-		if (!ItemIdHasStorage(id))
-			continue;
-		memset(keep + ItemIdGetOffset(id), 1, ItemIdGetLength(id));
-		if (ItemIdIsNormal(id))
-		{
-			HeapTupleData tup;
-
-			tup.t_data = (HeapTupleHeader) PageGetItem(page, id);
-			tup.t_len = ItemIdGetLength(id);
-			tup.t_tableOid = RelationGetRelid(rel);
-			ItemPointerSet(&tup.t_self, BufferGetBlockNumber(buf), off);
-			if (HeapTupleSatisfiesVacuum(&tup, oldest, buf) == HEAPTUPLE_DEAD)
-				clean = false;
-		}
-	}
-	for (int i = 0; i < BLCKSZ && !dirty; i++)
-		dirty = !keep[i] && ((char *) page)[i] != 0;
-	if (dirty)
-	{
-		START_CRIT_SECTION();
-		for (int i = 0; i < BLCKSZ; i++)
-			if (!keep[i])
-				((char *) page)[i] = 0;
-		MarkBufferDirty(buf);
-		if (RelationNeedsWAL(rel))
-			log_newpage_buffer(buf, true);
-		END_CRIT_SECTION();
-	}
-	return clean;
-}
-
-/*
- * Scrub every page of a relation and of its TOAST table (ScrubPage).
- * AccessShareLock is enough, as for opportunistic pruning: only bytes that
- * belong to no tuple change.  Returns false if a page still holds a dead
- * tuple.
- */
-static bool
-ScrubRelationPages(Oid relid)
-{
-	Relation	rel = table_open(relid, AccessShareLock);
-	TransactionId oldest = GetOldestNonRemovableTransactionId(rel);
-	BlockNumber nblocks = RelationGetNumberOfBlocks(rel);
-	Oid			toast = rel->rd_rel->reltoastrelid;
-	bool		clean = true;
-
-	for (BlockNumber blkno = 0; blkno < nblocks; blkno++)
-	{
-		Buffer		buf = ReadBufferExtended(rel, MAIN_FORKNUM, blkno, RBM_NORMAL, NULL);
-
-		CHECK_FOR_INTERRUPTS();
-		LockBuffer(buf, BUFFER_LOCK_EXCLUSIVE);
-		if (!ScrubPage(rel, buf, oldest))
-			clean = false;
-		UnlockReleaseBuffer(buf);
-	}
-	table_close(rel, AccessShareLock);
-	if (OidIsValid(toast) && !ScrubRelationPages(toast))
-		clean = false;
-	return clean;
-}
-
-/*
  * One try: VACUUM (DISABLE_PAGE_SKIPPING, SKIP_LOCKED, TRUNCATE false) of
  * the key tables not done yet ("done" says which are), which removes the
  * dead row versions without any lock that blocks readers or writers; then
@@ -476,7 +384,7 @@ ScrubAttempt(bool *done)
 			StartTransactionCommand();
 			for (int i = 0; i < 2; i++)
 				if (!done[i])
-					done[i] = ScrubRelationPages(oids[i]);
+					done[i] = ScrubRelationPages(oids[i], false);
 			CommitTransactionCommand();
 		}
 	}
