@@ -110,7 +110,8 @@ like($stderr, qr/WARNING:  invalid value for parameter "atrest.result_ttl": "-1 
 
 # ALTER SYSTEM needs the setting known in the session (PostgreSQL 15 and 16): LOAD first
 $node->safe_psql('postgres', q{LOAD 'pg_atrest'; ALTER SYSTEM SET atrest.key_cache_ttl = 120; SELECT pg_reload_conf();});
-$node->poll_query_until('postgres', q{LOAD 'pg_atrest'; SELECT current_setting('atrest.key_cache_ttl') = '2min'})
+$node->poll_query_until('postgres', q{LOAD 'pg_atrest'; SELECT current_setting('atrest.key_cache_ttl') = '2min'},
+	"LOAD\nt")
   or die 'ALTER SYSTEM value not in force';
 pass('ALTER SYSTEM sets a pg_atrest setting after LOAD');
 
