@@ -72,6 +72,7 @@
 #define SCRUB_POLL_MS			500		/* horizon checks while waiting */
 #define SCRUB_RETRY_MS			1000	/* after a table was locked */
 #define SCRUB_MAX_ATTEMPTS		600		/* about ten minutes of retries */
+#define SCRUB_COVER_WAIT_MS		5000	/* a committing backend waits for a starting worker */
 
 /* The advisory lock that keeps one worker per database at work. */
 #define SCRUB_LOCK_KEY1			0x61747265	/* "atre" */
@@ -149,6 +150,7 @@ KeyScrubLaunch(Oid dboid, Oid roleid, TransactionId limit)
 	BackgroundWorker worker;
 	KeyScrubArgs args;
 	MemoryContext oldcxt;
+	BackgroundWorkerHandle *handle = NULL;
 	bool		registered;
 
 	memset(&worker, 0, sizeof(worker));
@@ -167,11 +169,14 @@ KeyScrubLaunch(Oid dboid, Oid roleid, TransactionId limit)
 
 	/* the handle outlives the transaction: the next key change looks at it */
 	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
-	if (scrub_handle != NULL)
-		pfree(scrub_handle);
-	scrub_handle = NULL;
-	registered = RegisterDynamicBackgroundWorker(&worker, &scrub_handle);
+	registered = RegisterDynamicBackgroundWorker(&worker, &handle);
 	MemoryContextSwitchTo(oldcxt);
+	if (registered)
+	{
+		if (scrub_handle != NULL)
+			pfree(scrub_handle);
+		scrub_handle = handle;
+	}
 	return registered;
 }
 
@@ -194,9 +199,38 @@ KeyScrubWorkerPending(void)
 		GetBackgroundWorkerPid(scrub_handle, &pid) == BGWH_NOT_YET_STARTED;
 }
 
+/*
+ * No worker slot was free for a change that has committed.  If this
+ * backend's last worker is still alive, it holds a slot and is either about
+ * to take the lock, at work, or past its last look for newer changes and
+ * exiting; wait (a few seconds at most) until the lock is held by some
+ * worker, whose look for newer changes comes after this commit, so it covers
+ * the change: return true; or until that worker is gone (its slot is free
+ * again): return false, and the caller tries once more.
+ */
+static bool
+KeyScrubCoveredByRunningWorker(void)
+{
+	for (int i = 0; i < SCRUB_COVER_WAIT_MS / 10; i++)
+	{
+		pid_t		pid;
+
+		if (scrub_handle == NULL ||
+			GetBackgroundWorkerPid(scrub_handle, &pid) == BGWH_STOPPED)
+			return false;
+		if (!ScrubLockTry(MyDatabaseId, false))
+			return true;
+		ScrubLockTry(MyDatabaseId, true);
+		pg_usleep(10 * 1000L);
+	}
+	return false;
+}
+
 static void
 KeyScrubXactCallback(XactEvent event, void *arg)
 {
+	TransactionId limit;
+
 	if (!scrub_pending)
 		return;
 
@@ -219,7 +253,10 @@ KeyScrubXactCallback(XactEvent event, void *arg)
 			if (KeyScrubWorkerPending())
 				break;
 			/* every xid this transaction (and its subtransactions) used precedes it */
-			if (!KeyScrubLaunch(MyDatabaseId, scrub_role, ReadNextTransactionId()))
+			limit = ReadNextTransactionId();
+			if (!KeyScrubLaunch(MyDatabaseId, scrub_role, limit) &&
+				!KeyScrubCoveredByRunningWorker() &&
+				!KeyScrubLaunch(MyDatabaseId, scrub_role, limit))
 				ereport(WARNING,
 						(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 						 errmsg("superseded wrapped keys were not removed from the key tables' files"),
