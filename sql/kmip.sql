@@ -2,6 +2,10 @@
 -- clean AT001 that changes nothing when no server is configured.  test/t/130_cmk_kmip.pl
 -- runs it against a real PyKMIP server.
 
+-- The settings exist once the module is loaded: at server start with shared_preload_libraries,
+-- else at the first use of an encrypted value in a session, or by LOAD, as here (make
+-- installcheck runs against servers that do not preload pg_atrest).
+LOAD 'pg_atrest';
 SELECT name, setting, unit, context FROM pg_settings WHERE name LIKE 'atrest.kmip%' ORDER BY name;
 
 -- key URIs are checked before anything is sent

@@ -72,6 +72,7 @@
 #define SCRUB_POLL_MS			500		/* horizon checks while waiting */
 #define SCRUB_RETRY_MS			1000	/* after a table was locked */
 #define SCRUB_MAX_ATTEMPTS		600		/* about ten minutes of retries */
+#define SCRUB_COVER_WAIT_MS		5000	/* a committing backend waits for a starting worker */
 
 /* The advisory lock that keeps one worker per database at work. */
 #define SCRUB_LOCK_KEY1			0x61747265	/* "atre" */
@@ -91,6 +92,9 @@ static const char *const scrub_tables[2] = {"database_keys", "data_keys"};
 static bool scrub_pending = false;
 static Oid	scrub_role = InvalidOid;
 static bool callback_registered = false;
+
+/* The last worker this backend registered (in TopMemoryContext), or NULL. */
+static BackgroundWorkerHandle *scrub_handle = NULL;
 
 /* ---------------------------------------------------------------------
  * The lock that keeps one worker per database at work
@@ -145,6 +149,9 @@ KeyScrubLaunch(Oid dboid, Oid roleid, TransactionId limit)
 {
 	BackgroundWorker worker;
 	KeyScrubArgs args;
+	MemoryContext oldcxt;
+	BackgroundWorkerHandle *handle = NULL;
+	bool		registered;
 
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
@@ -160,12 +167,70 @@ KeyScrubLaunch(Oid dboid, Oid roleid, TransactionId limit)
 	args.limit = limit;
 	memcpy(worker.bgw_extra, &args, sizeof(args));
 
-	return RegisterDynamicBackgroundWorker(&worker, NULL);
+	/* the handle outlives the transaction: the next key change looks at it */
+	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+	registered = RegisterDynamicBackgroundWorker(&worker, &handle);
+	MemoryContextSwitchTo(oldcxt);
+	if (registered)
+	{
+		if (scrub_handle != NULL)
+			pfree(scrub_handle);
+		scrub_handle = handle;
+	}
+	return registered;
+}
+
+/*
+ * Has the last worker this backend registered not started yet?  Then it will
+ * cover a change committed now: its "limit" precedes every xid of the change,
+ * and when it starts it either takes the lock (and, after its round, finds
+ * the change's row versions newer than its limit and goes round again) or
+ * finds the lock taken by a worker whose re-check comes after this commit.
+ * Without this, a burst of key changes in one session registers a worker per
+ * change faster than they start, and with the default max_worker_processes
+ * (8) the slots run out.
+ */
+static bool
+KeyScrubWorkerPending(void)
+{
+	pid_t		pid;
+
+	return scrub_handle != NULL &&
+		GetBackgroundWorkerPid(scrub_handle, &pid) == BGWH_NOT_YET_STARTED;
+}
+
+/*
+ * No worker slot was free for a change that has committed.  If this
+ * backend's last worker is still alive, it holds a slot and is either about
+ * to take the lock, at work, or past its last look for newer changes and
+ * exiting; wait (a few seconds at most) until the lock is held by some
+ * worker, whose look for newer changes comes after this commit, so it covers
+ * the change: return true; or until that worker is gone (its slot is free
+ * again): return false, and the caller tries once more.
+ */
+static bool
+KeyScrubCoveredByRunningWorker(void)
+{
+	for (int i = 0; i < SCRUB_COVER_WAIT_MS / 10; i++)
+	{
+		pid_t		pid;
+
+		if (scrub_handle == NULL ||
+			GetBackgroundWorkerPid(scrub_handle, &pid) == BGWH_STOPPED)
+			return false;
+		if (!ScrubLockTry(MyDatabaseId, false))
+			return true;
+		ScrubLockTry(MyDatabaseId, true);
+		pg_usleep(10 * 1000L);
+	}
+	return false;
 }
 
 static void
 KeyScrubXactCallback(XactEvent event, void *arg)
 {
+	TransactionId limit;
+
 	if (!scrub_pending)
 		return;
 
@@ -185,8 +250,13 @@ KeyScrubXactCallback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_COMMIT:
 			scrub_pending = false;
+			if (KeyScrubWorkerPending())
+				break;
 			/* every xid this transaction (and its subtransactions) used precedes it */
-			if (!KeyScrubLaunch(MyDatabaseId, scrub_role, ReadNextTransactionId()))
+			limit = ReadNextTransactionId();
+			if (!KeyScrubLaunch(MyDatabaseId, scrub_role, limit) &&
+				!KeyScrubCoveredByRunningWorker() &&
+				!KeyScrubLaunch(MyDatabaseId, scrub_role, limit))
 				ereport(WARNING,
 						(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 						 errmsg("superseded wrapped keys were not removed from the key tables' files"),
