@@ -26,7 +26,10 @@ SELECT count(*) AS kmip_roots FROM atrest.database_keys WHERE provider = 'kmip';
 CREATE ROLE atrest_kmip_user;
 SET ROLE atrest_kmip_user;
 SELECT count(*) AS visible FROM pg_settings WHERE name LIKE 'atrest.kmip%';
+-- 42501 (insufficient_privilege): PostgreSQL's own wording of this error changed in 16
+\set VERBOSITY sqlstate
 SHOW atrest.kmip_client_key;
 SHOW atrest.kmip_host;
+\set VERBOSITY default
 RESET ROLE;
 DROP ROLE atrest_kmip_user;
