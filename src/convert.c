@@ -211,7 +211,11 @@ CheckNoDependents(Relation rel, AttrNumber attnum, const char *colname)
 
 	RunSql("SELECT pg_catalog.pg_describe_object(classid, objid, objsubid) FROM pg_catalog.pg_depend "
 		   "WHERE refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND refobjid = $1 "
-		   "AND refobjsubid = $2 AND classid <> 'pg_catalog.pg_attrdef'::pg_catalog.regclass LIMIT 1",
+		   "AND refobjsubid = $2 AND classid <> 'pg_catalog.pg_attrdef'::pg_catalog.regclass "
+		   /* 18 records NOT NULL as a constraint; the swap carries NOT NULL over itself */
+		   "AND NOT (classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND EXISTS "
+		   "(SELECT 1 FROM pg_catalog.pg_constraint c WHERE c.oid = objid AND c.contype = 'n')) "
+		   "LIMIT 1",
 		   2, argtypes, args, SPI_OK_SELECT);
 	if (SPI_processed > 0)
 		ereport(ERROR,
