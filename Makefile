@@ -47,9 +47,9 @@ REGRESS_OPTS = --load-extension=pg_atrest
 # Warnings are errors in development and CI; a distribution build may turn that off
 # (debian/rules: WERROR=).
 WERROR ?= -Werror
-PG_CPPFLAGS = -I/usr/include/p11-kit-1 -Wall -Wextra $(WERROR) \
+PG_CPPFLAGS = -I/usr/include/p11-kit-1 $(shell pkg-config --cflags libzstd 2>/dev/null) -Wall -Wextra $(WERROR) \
 	-Wno-unused-parameter -Wno-sign-compare -Wno-missing-field-initializers
-SHLIB_LINK = -lssl -lcrypto -llz4 -lcurl
+SHLIB_LINK = -lssl -lcrypto -llz4 $(shell pkg-config --libs libzstd 2>/dev/null || echo -lzstd) -lcurl
 
 EXTRA_CLEAN = results regression.diffs regression.out tmp_check log
 

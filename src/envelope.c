@@ -11,13 +11,13 @@
  * is no key unwrap, no catalog lookup and no context allocation per value,
  * and no key's schedule stays in OpenSSL's heap, which is neither locked nor
  * kept out of core dumps; the derived subkey lives on envelope_core.c's
- * stack for one call and is wiped.  Payloads are compressed with LZ4 before
- * encryption when that saves space and the key class allows it (its
- * "compress" policy, read from the key cache), since TOAST cannot compress
- * ciphertext.  Failures to open report SQLSTATE XX001 naming the type and
+ * stack for one call and is wiped.  Payloads are compressed before
+ * encryption when that saves space, with the key class's compressor (its
+ * "compression": lz4, zstd or none, read from the key cache), since TOAST
+ * cannot compress ciphertext.  Failures to open report SQLSTATE XX001 naming the type and
  * never print bytes.
  *
- * The format itself (header parsing, the AEAD steps, bounded LZ4
+ * The format itself (header parsing, the AEAD steps, bounded LZ4 and zstd
  * decompression) is in envelope_core.c, which has no PostgreSQL dependency
  * so that test/fuzz can run it without a server; this file owns memory,
  * detoasting, the key cache and error reporting.
@@ -38,8 +38,49 @@
 #include "pg_atrest.h"
 #include "secure_mem.h"
 
-/* Scratch state of the LZ4 compressor, allocated on first use. */
+/*
+ * Scratch state of the LZ4 compressor and zstd's contexts, each made on first
+ * use and kept for the backend's life (zstd's with malloc, by libzstd).
+ */
 static void *lz4_state = NULL;
+static ZSTD_CCtx *zstd_cctx = NULL;
+static ZSTD_DCtx *zstd_dctx = NULL;
+
+/* A key class's compression as atrest.key_classes names it, by envelope flag. */
+const char *
+EnvelopeCompressionName(uint8 compression)
+{
+	switch (compression)
+	{
+		case ENVELOPE_FLAG_LZ4:
+			return "lz4";
+		case ENVELOPE_FLAG_ZSTD:
+			return "zstd";
+		case 0:
+			return "none";
+	}
+	return "unknown";
+}
+
+/*
+ * The envelope flag (0 for none) of a compression named as in
+ * atrest.key_classes.compression; 22023 for any other name.
+ */
+uint8
+EnvelopeCompressionByName(const char *name)
+{
+	if (strcmp(name, "lz4") == 0)
+		return ENVELOPE_FLAG_LZ4;
+	if (strcmp(name, "zstd") == 0)
+		return ENVELOPE_FLAG_ZSTD;
+	if (strcmp(name, "none") == 0)
+		return 0;
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("unknown compression \"%s\"", name),
+			 errhint("A key class's compression is lz4, zstd or none.")));
+	return 0;					/* keep the compiler quiet */
+}
 
 const char *
 AtrestKindTypeName(AtrestKind kind)
@@ -86,13 +127,13 @@ EnvelopeFail(AtrestKind kind, EnvelopeStatus st, const char *what)
 		case ENVELOPE_TAG_MISMATCH:
 			detail = "Its authentication tag does not match: the value was altered or sealed under another key.";
 			break;
-		case ENVELOPE_LZ4_TRUNCATED:
+		case ENVELOPE_COMPRESSED_TRUNCATED:
 			detail = "Its compressed payload is truncated.";
 			break;
-		case ENVELOPE_LZ4_BAD_LENGTH:
+		case ENVELOPE_COMPRESSED_BAD_LENGTH:
 			detail = "Its compressed payload has an impossible length.";
 			break;
-		case ENVELOPE_LZ4_CORRUPT:
+		case ENVELOPE_COMPRESSED_CORRUPT:
 			detail = "Its compressed payload does not decompress.";
 			break;
 		case ENVELOPE_TOO_LARGE:
@@ -247,36 +288,64 @@ OpenPayload(AtrestKind kind, const unsigned char *p, Size sealed_len,
 }
 
 /*
+ * Seal "len" plain bytes under "dk", compressed first with "compression" (an
+ * envelope flag; 0: never) when that pays.
+ */
+static bytea *
+SealPlain(AtrestKind kind, DataKey *dk, uint8 compression, const char *plain, Size len)
+{
+	char	   *cbuf;
+	Size		clen = 0;
+
+	if (compression == 0 || len < ENVELOPE_COMPRESS_MIN || len > (Size) LZ4_MAX_INPUT_SIZE)
+		return SealPayload(kind, dk, 0, plain, len);
+
+	if (compression == ENVELOPE_FLAG_ZSTD)
+	{
+		if (zstd_cctx == NULL)
+		{
+			zstd_cctx = EnvelopeZstdNewCompressor();
+			if (zstd_cctx == NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_OUT_OF_MEMORY),
+						 errmsg("out of memory"),
+						 errdetail("Could not make a zstd compression context.")));
+		}
+		cbuf = palloc(EnvelopeZstdBound(len));
+		clen = EnvelopeZstdCompress(zstd_cctx, plain, len, cbuf);
+	}
+	else
+	{
+		/* the compressor's scratch state lives as long as the backend */
+		if (lz4_state == NULL)
+			lz4_state = MemoryContextAlloc(TopMemoryContext, EnvelopeLz4StateSize());
+		cbuf = palloc(EnvelopeLz4Bound(len));
+		clen = EnvelopeLz4Compress(lz4_state, plain, len, cbuf);
+	}
+
+	if (clen > 0)
+	{
+		bytea	   *out = SealPayload(kind, dk, compression, cbuf, clen);
+
+		pfree(cbuf);
+		return out;
+	}
+	pfree(cbuf);
+	return SealPayload(kind, dk, 0, plain, len);
+}
+
+/*
  * Seal a plain value's bytes under the active data key of "class_id",
- * compressed first when the class allows it and that pays.  Returns the
+ * compressed first with the class's compressor when that pays.  Returns the
  * varlena to store.
  */
 bytea *
 EnvelopeSeal(AtrestKind kind, int32 class_id, const char *plain, Size len)
 {
-	bool		compress;
-	DataKey    *dk = KeyringSealingKey(class_id, &compress);
+	uint8		compression;
+	DataKey    *dk = KeyringSealingKey(class_id, &compression);
 
-	if (compress && len >= ENVELOPE_COMPRESS_MIN && len <= (Size) LZ4_MAX_INPUT_SIZE)
-	{
-		char	   *cbuf = palloc(EnvelopeLz4Bound(len));
-		Size		clen;
-
-		/* the compressor's scratch state lives as long as the backend */
-		if (lz4_state == NULL)
-			lz4_state = MemoryContextAlloc(TopMemoryContext, EnvelopeLz4StateSize());
-		clen = EnvelopeLz4Compress(lz4_state, plain, len, cbuf);
-
-		if (clen > 0)
-		{
-			bytea	   *out = SealPayload(kind, dk, ENVELOPE_FLAG_LZ4, cbuf, clen);
-
-			pfree(cbuf);
-			return out;
-		}
-		pfree(cbuf);
-	}
-	return SealPayload(kind, dk, 0, plain, len);
+	return SealPlain(kind, dk, compression, plain, len);
 }
 
 /*
@@ -284,17 +353,32 @@ EnvelopeSeal(AtrestKind kind, int32 class_id, const char *plain, Size len)
  * palloc'd varlena.
  */
 static struct varlena *
-DecompressPayload(AtrestKind kind, const char *buf, Size len)
+DecompressPayload(AtrestKind kind, uint8 flags, const char *buf, Size len)
 {
 	uint32_t	rawlen = 0;
 	struct varlena *out;
 	EnvelopeStatus st;
 
-	st = EnvelopeLz4RawLength((const unsigned char *) buf, len, MaxAllocSize - VARHDRSZ, &rawlen);
+	st = EnvelopeRawLength((const unsigned char *) buf, len, MaxAllocSize - VARHDRSZ, &rawlen);
 	if (st != ENVELOPE_OK)
 		EnvelopeFail(kind, st, "decryption");
 	out = (struct varlena *) palloc(VARHDRSZ + rawlen);
-	st = EnvelopeLz4Decompress((const unsigned char *) buf, len, VARDATA(out), rawlen);
+	if ((flags & ENVELOPE_FLAG_ZSTD) != 0)
+	{
+		if (zstd_dctx == NULL)
+		{
+			zstd_dctx = EnvelopeZstdNewDecompressor();
+			if (zstd_dctx == NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_OUT_OF_MEMORY),
+						 errmsg("out of memory"),
+						 errdetail("Could not make a zstd decompression context.")));
+		}
+		st = EnvelopeZstdDecompress(zstd_dctx, (const unsigned char *) buf, len,
+									VARDATA(out), rawlen);
+	}
+	else
+		st = EnvelopeLz4Decompress((const unsigned char *) buf, len, VARDATA(out), rawlen);
 	if (st != ENVELOPE_OK)
 		EnvelopeFail(kind, st, "decryption");
 	SET_VARSIZE(out, VARHDRSZ + rawlen);
@@ -347,7 +431,7 @@ EnvelopeOpen(AtrestKind kind, struct varlena *sealed)
 
 	ParseHeader(kind, p, sealed_len, &hdr);
 
-	if (!own_copy && (hdr.flags & ENVELOPE_FLAG_LZ4) == 0)
+	if (!own_copy && (hdr.flags & ENVELOPE_FLAG_COMPRESSED) == 0)
 	{
 		/* inline, not compressed: decrypt straight into the result */
 		buf = OpenPayload(kind, p, sealed_len, &hdr, VARHDRSZ, &len);
@@ -360,7 +444,7 @@ EnvelopeOpen(AtrestKind kind, struct varlena *sealed)
 	else
 		buf = OpenPayload(kind, p, sealed_len, &hdr, 0, &len);
 
-	if ((hdr.flags & ENVELOPE_FLAG_LZ4) == 0)
+	if ((hdr.flags & ENVELOPE_FLAG_COMPRESSED) == 0)
 	{
 		/* our copy, not compressed: move the plaintext down behind a 4-byte header */
 		memmove(VARDATA(v), buf, len);
@@ -369,7 +453,7 @@ EnvelopeOpen(AtrestKind kind, struct varlena *sealed)
 	}
 	else
 	{
-		struct varlena *out = DecompressPayload(kind, buf, len);
+		struct varlena *out = DecompressPayload(kind, hdr.flags, buf, len);
 
 		pfree(own_copy ? (void *) v : (void *) buf);
 		return out;
@@ -379,14 +463,20 @@ EnvelopeOpen(AtrestKind kind, struct varlena *sealed)
 /*
  * Whether a value with header "hdr" must be sealed again to be as a new value
  * of "class_id" would be: under the class's active data key "active_version",
- * in the current format, and not compressed if the class does not compress.
+ * in the current format, and not compressed with another compressor than the
+ * class's "compression" (none included).  A plain value in a compressing
+ * class stays plain: it was either not worth compressing or sealed before
+ * the class compressed, and telling which would take decrypting it.
  */
 static bool
-ResealNeeded(const EnvelopeHeader *hdr, int32 class_id, uint32 active_version, bool compress)
+ResealNeeded(const EnvelopeHeader *hdr, int32 class_id, uint32 active_version,
+			 uint8 compression)
 {
+	uint8		compressed = hdr->flags & ENVELOPE_FLAG_COMPRESSED;
+
 	return hdr->class_id != class_id || hdr->key_version != active_version ||
 		hdr->format != ENVELOPE_FORMAT ||
-		((hdr->flags & ENVELOPE_FLAG_LZ4) != 0 && !compress);
+		(compressed != 0 && compressed != compression);
 }
 
 /* ResealNeeded for a stored value, reading only its header. */
@@ -394,37 +484,41 @@ bool
 EnvelopeNeedsReseal(AtrestKind kind, struct varlena *sealed, int32 class_id)
 {
 	EnvelopeHeader hdr;
-	bool		compress;
+	uint8		compression;
 	uint32		active_version;
 
 	EnvelopeReadHeader(kind, sealed, &hdr);
-	active_version = KeyringSealingKey(class_id, &compress)->version;
-	return ResealNeeded(&hdr, class_id, active_version, compress);
+	active_version = KeyringSealingKey(class_id, &compression)->version;
+	return ResealNeeded(&hdr, class_id, active_version, compression);
 }
 
 /*
  * Move a sealed value to the active data key of "class_id", in the current
  * format, unless it is there already (see ResealNeeded).  The payload stays
- * compressed as it was, so only the AEAD is redone, except when the class
- * does not compress: then it is decompressed and sealed plain, so that a
- * value sealed under another class (a literal is sealed under "default"
- * before it is cast to its column's class) never keeps a compressed size in
- * a class that does not want one.  *changed says whether a new value was made.
+ * as it was, so only the AEAD is redone, except when it is compressed with
+ * another compressor than the class's: then it is decompressed and sealed as
+ * a new value of the class would be (recompressed with the class's
+ * compressor, or plain), so that a value sealed under another class (a
+ * literal is sealed under "default" before it is cast to its column's class)
+ * never keeps a compressed size in a class that does not want one, and
+ * atrest.reencrypt() moves a class's values to its compressor after
+ * atrest.alter_key_class().  *changed says whether a new value was made.
  */
 struct varlena *
 EnvelopeReseal(AtrestKind kind, struct varlena *sealed, int32 class_id, bool *changed)
 {
 	EnvelopeHeader hdr;
 	DataKey    *active;
-	bool		compress;
+	uint8		compression;
+	uint8		compressed;
 	struct varlena *v;
 	char	   *payload;
 	Size		len;
 	bytea	   *out;
 
 	EnvelopeReadHeader(kind, sealed, &hdr);
-	active = KeyringSealingKey(class_id, &compress);
-	if (!ResealNeeded(&hdr, class_id, active->version, compress))
+	active = KeyringSealingKey(class_id, &compression);
+	if (!ResealNeeded(&hdr, class_id, active->version, compression))
 	{
 		*changed = false;
 		return sealed;
@@ -434,13 +528,14 @@ EnvelopeReseal(AtrestKind kind, struct varlena *sealed, int32 class_id, bool *ch
 	payload = OpenPayload(kind, (unsigned char *) VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v),
 						  &hdr, 0, &len);
 	/* opening may have reloaded the key cache: look the active key up again */
-	active = KeyringSealingKey(class_id, &compress);
-	if ((hdr.flags & ENVELOPE_FLAG_LZ4) != 0 && !compress)
+	active = KeyringSealingKey(class_id, &compression);
+	compressed = hdr.flags & ENVELOPE_FLAG_COMPRESSED;
+	if (compressed != 0 && compressed != compression)
 	{
-		struct varlena *raw = DecompressPayload(kind, payload, len);
+		struct varlena *raw = DecompressPayload(kind, hdr.flags, payload, len);
 
 		pfree(payload);
-		out = SealPayload(kind, active, 0, VARDATA(raw), VARSIZE(raw) - VARHDRSZ);
+		out = SealPlain(kind, active, compression, VARDATA(raw), VARSIZE(raw) - VARHDRSZ);
 		pfree(raw);
 	}
 	else

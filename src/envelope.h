@@ -18,6 +18,8 @@
 #define WRAPPED_KEY_LEN			(1 + ENVELOPE_NONCE_LEN + 32 + ENVELOPE_TAG_LEN)
 
 extern const char *AtrestKindTypeName(AtrestKind kind);
+extern const char *EnvelopeCompressionName(uint8 compression);
+extern uint8 EnvelopeCompressionByName(const char *name);
 
 extern bytea *EnvelopeSeal(AtrestKind kind, int32 class_id,
 						   const char *plain, Size len);

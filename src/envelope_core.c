@@ -1,10 +1,12 @@
 /*
  * envelope_core.c
  *		Header parsing, XAES-256-GCM and AES-256-GCM sealing and opening, and
- *		bounded LZ4 decompression of sealed values, without PostgreSQL.
+ *		bounded LZ4 and zstd decompression of sealed values, without
+ *		PostgreSQL.
  *
  * Everything here works on caller-provided buffers and returns an
- * EnvelopeStatus: no allocation, no error reporting, no global state, so
+ * EnvelopeStatus: no allocation (but the reusable OpenSSL and zstd
+ * contexts the callers make once), no error reporting, no global state, so
  * the hot path costs exactly what it did inside envelope.c and the fuzz
  * harness (test/fuzz) exercises the very code the server runs.  Invariants:
  * nothing is written outside the buffers whose sizes the header file
@@ -20,6 +22,7 @@
 #include <lz4.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <zstd.h>
 
 #include "envelope_core.h"
 
@@ -55,7 +58,10 @@ EnvelopeParseHeader(AtrestKind kind, const unsigned char *p, size_t len,
 		return ENVELOPE_TRUNCATED;
 	if (hdr->kind != kind)
 		return ENVELOPE_WRONG_KIND;
-	if ((hdr->flags & ~ENVELOPE_FLAG_LZ4) != 0)
+	/* one compressor at most; zstd only in the format that introduced it */
+	if ((hdr->flags & ~ENVELOPE_FLAG_COMPRESSED) != 0 ||
+		hdr->flags == ENVELOPE_FLAG_COMPRESSED ||
+		(hdr->flags == ENVELOPE_FLAG_ZSTD && hdr->format != ENVELOPE_FORMAT_XAES))
 		return ENVELOPE_BAD_FLAGS;
 	return ENVELOPE_OK;
 }
@@ -301,7 +307,7 @@ EnvelopeLz4Bound(size_t len)
 {
 	if (len > (size_t) LZ4_MAX_INPUT_SIZE)
 		return 0;
-	return ENVELOPE_LZ4_PREFIX + (size_t) LZ4_compressBound((int) len);
+	return ENVELOPE_RAWLEN_PREFIX + (size_t) LZ4_compressBound((int) len);
 }
 
 size_t
@@ -326,30 +332,30 @@ EnvelopeLz4Compress(void *state, const char *plain, size_t len, char *out)
 
 	if (len < ENVELOPE_COMPRESS_MIN || len > (size_t) LZ4_MAX_INPUT_SIZE)
 		return 0;
-	clen = LZ4_compress_fast_extState(state, plain, out + ENVELOPE_LZ4_PREFIX, (int) len,
+	clen = LZ4_compress_fast_extState(state, plain, out + ENVELOPE_RAWLEN_PREFIX, (int) len,
 									  LZ4_compressBound((int) len), 1);
 	/* keep it only if it saves at least an eighth */
-	if (clen <= 0 || (size_t) clen + ENVELOPE_LZ4_PREFIX >= len - len / 8)
+	if (clen <= 0 || (size_t) clen + ENVELOPE_RAWLEN_PREFIX >= len - len / 8)
 		return 0;
 	out[0] = (char) (len >> 24);
 	out[1] = (char) (len >> 16);
 	out[2] = (char) (len >> 8);
 	out[3] = (char) len;
-	return (size_t) clen + ENVELOPE_LZ4_PREFIX;
+	return (size_t) clen + ENVELOPE_RAWLEN_PREFIX;
 }
 
 EnvelopeStatus
-EnvelopeLz4RawLength(const unsigned char *payload, size_t len, size_t max_raw,
+EnvelopeRawLength(const unsigned char *payload, size_t len, size_t max_raw,
 					 uint32_t *rawlen)
 {
 	uint32_t	n;
 
-	if (len < ENVELOPE_LZ4_PREFIX)
-		return ENVELOPE_LZ4_TRUNCATED;
+	if (len < ENVELOPE_RAWLEN_PREFIX)
+		return ENVELOPE_COMPRESSED_TRUNCATED;
 	n = ((uint32_t) payload[0] << 24) | ((uint32_t) payload[1] << 16) |
 		((uint32_t) payload[2] << 8) | (uint32_t) payload[3];
 	if (n > max_raw || n > (uint32_t) LZ4_MAX_INPUT_SIZE)
-		return ENVELOPE_LZ4_BAD_LENGTH;
+		return ENVELOPE_COMPRESSED_BAD_LENGTH;
 	*rawlen = n;
 	return ENVELOPE_OK;
 }
@@ -358,13 +364,106 @@ EnvelopeStatus
 EnvelopeLz4Decompress(const unsigned char *payload, size_t len, char *out,
 					  uint32_t rawlen)
 {
-	if (len < ENVELOPE_LZ4_PREFIX)
-		return ENVELOPE_LZ4_TRUNCATED;
-	if (len - ENVELOPE_LZ4_PREFIX > (size_t) INT_MAX ||
+	if (len < ENVELOPE_RAWLEN_PREFIX)
+		return ENVELOPE_COMPRESSED_TRUNCATED;
+	if (len - ENVELOPE_RAWLEN_PREFIX > (size_t) INT_MAX ||
 		rawlen > (uint32_t) LZ4_MAX_INPUT_SIZE)
-		return ENVELOPE_LZ4_BAD_LENGTH;
-	if (LZ4_decompress_safe((const char *) payload + ENVELOPE_LZ4_PREFIX, out,
-							(int) (len - ENVELOPE_LZ4_PREFIX), (int) rawlen) != (int) rawlen)
-		return ENVELOPE_LZ4_CORRUPT;
+		return ENVELOPE_COMPRESSED_BAD_LENGTH;
+	if (LZ4_decompress_safe((const char *) payload + ENVELOPE_RAWLEN_PREFIX, out,
+							(int) (len - ENVELOPE_RAWLEN_PREFIX), (int) rawlen) != (int) rawlen)
+		return ENVELOPE_COMPRESSED_CORRUPT;
+	return ENVELOPE_OK;
+}
+
+size_t
+EnvelopeZstdBound(size_t len)
+{
+	if (len > (size_t) LZ4_MAX_INPUT_SIZE)
+		return 0;
+	return ENVELOPE_RAWLEN_PREFIX + ZSTD_compressBound(len);
+}
+
+ZSTD_CCtx *
+EnvelopeZstdNewCompressor(void)
+{
+	ZSTD_CCtx  *cctx = ZSTD_createCCtx();
+
+	if (cctx == NULL)
+		return NULL;
+	/* the raw length prefix says the size and the GCM tag authenticates */
+	if (ZSTD_isError(ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, ATREST_ZSTD_LEVEL)) ||
+		ZSTD_isError(ZSTD_CCtx_setParameter(cctx, ZSTD_c_contentSizeFlag, 0)) ||
+		ZSTD_isError(ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 0)) ||
+		ZSTD_isError(ZSTD_CCtx_setParameter(cctx, ZSTD_c_dictIDFlag, 0)))
+	{
+		ZSTD_freeCCtx(cctx);
+		return NULL;
+	}
+	return cctx;
+}
+
+ZSTD_DCtx *
+EnvelopeZstdNewDecompressor(void)
+{
+	return ZSTD_createDCtx();
+}
+
+/*
+ * zstd at ATREST_ZSTD_LEVEL (see envelope_core.h for why that level), for
+ * key classes that trade some CPU for size.  Compressed payloads follow the
+ * LZ4 ones' rules: 128 bytes at least, kept only when they save an eighth.
+ */
+size_t
+EnvelopeZstdCompress(ZSTD_CCtx *cctx, const char *plain, size_t len, char *out)
+{
+	size_t		clen;
+
+	if (len < ENVELOPE_COMPRESS_MIN || len > (size_t) LZ4_MAX_INPUT_SIZE)
+		return 0;
+	/* compress2 keeps the parameters set above and starts a new frame */
+	clen = ZSTD_compress2(cctx, out + ENVELOPE_RAWLEN_PREFIX, ZSTD_compressBound(len),
+						  plain, len);
+	if (ZSTD_isError(clen) || clen + ENVELOPE_RAWLEN_PREFIX >= len - len / 8)
+		return 0;
+	out[0] = (char) (len >> 24);
+	out[1] = (char) (len >> 16);
+	out[2] = (char) (len >> 8);
+	out[3] = (char) len;
+	return clen + ENVELOPE_RAWLEN_PREFIX;
+}
+
+EnvelopeStatus
+EnvelopeZstdDecompress(ZSTD_DCtx *dctx, const unsigned char *payload, size_t len,
+					   char *out, uint32_t rawlen)
+{
+	size_t		n;
+
+	if (len < ENVELOPE_RAWLEN_PREFIX)
+		return ENVELOPE_COMPRESSED_TRUNCATED;
+	if (rawlen > (uint32_t) LZ4_MAX_INPUT_SIZE)
+		return ENVELOPE_COMPRESSED_BAD_LENGTH;
+
+	payload += ENVELOPE_RAWLEN_PREFIX;
+	len -= ENVELOPE_RAWLEN_PREFIX;
+
+	/*
+	 * Exactly one standard zstd frame, as EnvelopeZstdCompress writes: no
+	 * skippable or legacy frame (libzstd's legacy decoders allocate contexts
+	 * of their own), nothing after the frame.
+	 */
+	if (len < 4 ||
+		((uint32_t) payload[0] | ((uint32_t) payload[1] << 8) |
+		 ((uint32_t) payload[2] << 16) | ((uint32_t) payload[3] << 24)) != ZSTD_MAGICNUMBER ||
+		ZSTD_findFrameCompressedSize(payload, len) != len)
+		return ENVELOPE_COMPRESSED_CORRUPT;
+
+	/*
+	 * One-shot decompression writes straight into "out" and never past
+	 * rawlen (a frame that would go on fails with dstSize_tooSmall); it
+	 * allocates no window buffer, whatever window size the frame claims.
+	 */
+	n = ZSTD_decompressDCtx(dctx, out, rawlen, payload, len);
+	if (ZSTD_isError(n) || n != rawlen)
+		return ENVELOPE_COMPRESSED_CORRUPT;
 	return ENVELOPE_OK;
 }

@@ -9,7 +9,8 @@
  *		byte 0		format: 2 (XAES-256-GCM) for every value sealed since 1.1;
  *					1 (AES-256-GCM) for values sealed by 1.0, still read
  *		byte 1		high nibble: value kind (jsonb, bytea, text);
- *					low nibble: flags (bit 0: payload is LZ4-compressed)
+ *					low nibble: flags (bit 0: payload is LZ4-compressed,
+ *					bit 1: payload is zstd-compressed, since 1.1; at most one)
  *		bytes 2-3	key class id, big-endian
  *		bytes 4-7	data-key version, big-endian
  *		bytes 8-	nonce, random: 24 bytes (format 2) or 12 bytes (format 1)
@@ -19,7 +20,10 @@
  * Bytes 0-7 are the additional authenticated data, so a value cannot be
  * moved to another kind, class, key version or format without failing to
  * open.  A compressed payload is a 4-byte big-endian raw length followed by
- * LZ4 data.
+ * the compressor's data: an LZ4 block (flag bit 0), or one zstd frame without
+ * content size, checksum or dictionary id (flag bit 1; the raw length says
+ * the size, the GCM tag authenticates).  Either decompresses into a buffer of
+ * exactly the raw length and must fill it.
  *
  * Format 2 is XAES-256-GCM (https://c2sp.org/XAES-256-GCM): per value, an
  * AES-256-GCM key is derived from the data key and the nonce's first 12
@@ -43,6 +47,7 @@
 #include <stdint.h>
 
 #include <openssl/evp.h>
+#include <zstd.h>
 
 #define ENVELOPE_FORMAT_GCM		1	/* AES-256-GCM, 96-bit nonce: 1.0, read only */
 #define ENVELOPE_FORMAT_XAES	2	/* XAES-256-GCM, 192-bit nonce */
@@ -55,7 +60,19 @@
 #define ENVELOPE_MAX_OVERHEAD	(ENVELOPE_HEADER_LEN + ENVELOPE_XNONCE_LEN + ENVELOPE_TAG_LEN)
 #define ENVELOPE_KEY_LEN		32
 #define ENVELOPE_FLAG_LZ4		0x01
-#define ENVELOPE_LZ4_PREFIX		4	/* raw length in front of LZ4 data */
+#define ENVELOPE_FLAG_ZSTD		0x02	/* 1.1, format 2 only */
+#define ENVELOPE_FLAG_COMPRESSED	(ENVELOPE_FLAG_LZ4 | ENVELOPE_FLAG_ZSTD)
+#define ENVELOPE_RAWLEN_PREFIX	4	/* raw length in front of compressed data */
+
+/*
+ * The zstd level of key classes with compression 'zstd'.  The compressor
+ * study (test/sandbox bench --compressors, docs/performance.md) measured on
+ * the benchmark's 23 KB documents: level -1 stores 0.74x of LZ4 fast's size
+ * for about 23 us more per document, level -3 0.90x for about 16 us more;
+ * decompression about 16 us against LZ4's 7.  Level -1 is the one that
+ * brings an encrypted value below jsonb lz4's size, envelope included.
+ */
+#define ATREST_ZSTD_LEVEL		(-1)
 #define ENVELOPE_COMPRESS_MIN	128 /* shorter payloads are never compressed */
 
 typedef enum AtrestKind
@@ -80,13 +97,13 @@ typedef enum EnvelopeStatus
 	ENVELOPE_TRUNCATED,			/* shorter than the fixed overhead */
 	ENVELOPE_BAD_FORMAT,		/* unknown format version */
 	ENVELOPE_WRONG_KIND,		/* sealed for another type */
-	ENVELOPE_BAD_FLAGS,			/* unknown flag bits */
+	ENVELOPE_BAD_FLAGS,			/* unknown flag bits, or both compressors */
 	ENVELOPE_TOO_LARGE,			/* payload longer than OpenSSL takes in one call */
 	ENVELOPE_CRYPTO_FAILED,		/* OpenSSL refused an operation (not the data's fault) */
 	ENVELOPE_TAG_MISMATCH,		/* authentication failed */
-	ENVELOPE_LZ4_TRUNCATED,		/* compressed payload shorter than its length prefix */
-	ENVELOPE_LZ4_BAD_LENGTH,	/* raw length beyond the caller's limit */
-	ENVELOPE_LZ4_CORRUPT		/* LZ4 data does not decompress to the raw length */
+	ENVELOPE_COMPRESSED_TRUNCATED,	/* compressed payload shorter than its length prefix */
+	ENVELOPE_COMPRESSED_BAD_LENGTH, /* raw length beyond the caller's limit */
+	ENVELOPE_COMPRESSED_CORRUPT /* LZ4 or zstd data does not decompress to the raw length */
 } EnvelopeStatus;
 
 /* Nonce length of a format (0 for an unknown one). */
@@ -198,11 +215,11 @@ extern size_t EnvelopeLz4StateSize(void);
 extern size_t EnvelopeLz4Compress(void *state, const char *plain, size_t len, char *out);
 
 /*
- * Read the raw length prefix of a compressed payload of "len" bytes;
- * ENVELOPE_LZ4_BAD_LENGTH if it exceeds "max_raw".
+ * Read the raw length prefix of a compressed payload (LZ4 or zstd) of "len"
+ * bytes; ENVELOPE_COMPRESSED_BAD_LENGTH if it exceeds "max_raw".
  */
-extern EnvelopeStatus EnvelopeLz4RawLength(const unsigned char *payload, size_t len,
-										   size_t max_raw, uint32_t *rawlen);
+extern EnvelopeStatus EnvelopeRawLength(const unsigned char *payload, size_t len,
+										size_t max_raw, uint32_t *rawlen);
 
 /*
  * Decompress a compressed payload of "len" bytes whose prefix said
@@ -211,5 +228,37 @@ extern EnvelopeStatus EnvelopeLz4RawLength(const unsigned char *payload, size_t 
  */
 extern EnvelopeStatus EnvelopeLz4Decompress(const unsigned char *payload, size_t len,
 											char *out, uint32_t rawlen);
+
+/*
+ * Room needed in "out" by EnvelopeZstdCompress for "len" bytes (0 if "len"
+ * is beyond what a compressed payload may declare).
+ */
+extern size_t EnvelopeZstdBound(size_t len);
+
+/*
+ * A reusable zstd compression context set to ATREST_ZSTD_LEVEL, without
+ * content size, checksum or dictionary id in its frames; a reusable
+ * decompression context.  NULL if out of memory.  zstd allocates them (with
+ * malloc): make each once per process and reuse it for every value.
+ */
+extern ZSTD_CCtx *EnvelopeZstdNewCompressor(void);
+extern ZSTD_DCtx *EnvelopeZstdNewDecompressor(void);
+
+/*
+ * Compress "len" bytes into "out" (room for EnvelopeZstdBound(len) bytes) as
+ * a compressed payload: the raw length prefix, then one zstd frame.  Returns
+ * the payload's length, or 0 when compressing is not worth it (as for
+ * EnvelopeLz4Compress) or zstd failed: then the caller seals the plain bytes.
+ */
+extern size_t EnvelopeZstdCompress(ZSTD_CCtx *cctx, const char *plain, size_t len, char *out);
+
+/*
+ * Decompress a zstd payload of "len" bytes whose prefix said "rawlen" into
+ * "out" (room for rawlen bytes): zstd writes at most rawlen bytes, and
+ * anything but exactly rawlen bytes (an error, a shorter result, data that
+ * would go on) is ENVELOPE_COMPRESSED_CORRUPT.
+ */
+extern EnvelopeStatus EnvelopeZstdDecompress(ZSTD_DCtx *dctx, const unsigned char *payload,
+											 size_t len, char *out, uint32_t rawlen);
 
 #endif							/* ATREST_ENVELOPE_CORE_H */

@@ -103,7 +103,7 @@ typedef struct KeyClass
 {
 	int32		id;
 	uint32		active_version;
-	bool		compress;		/* its values may be compressed (1.1) */
+	uint8		compression;	/* ENVELOPE_FLAG_LZ4, _ZSTD or 0 (none) (1.1) */
 	char		name[NAMEDATALEN];
 } KeyClass;
 
@@ -286,22 +286,22 @@ GetTextCol(HeapTuple tup, TupleDesc desc, int attnum)
 typedef struct ClassScan
 {
 	List	   *classes;
-	int			compress_attnum;	/* 0: not looked up yet; -1: no such column */
+	int			compression_attnum;	/* 0: not looked up yet; -1: no such column */
 } ClassScan;
 
 /*
- * The attribute number of key_classes.compress, added by 1.1 at the end of
- * the table; -1 in a database still at 1.0, whose classes all compress.
+ * The attribute number of key_classes.compression, added by 1.1 at the end
+ * of the table; -1 in a database still at 1.0, whose classes all use LZ4.
  */
 static int
-KeyClassesCompressAttnum(TupleDesc desc)
+KeyClassesCompressionAttnum(TupleDesc desc)
 {
 	for (int i = 0; i < desc->natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
 
-		if (!att->attisdropped && att->atttypid == BOOLOID &&
-			strcmp(NameStr(att->attname), "compress") == 0)
+		if (!att->attisdropped && att->atttypid == TEXTOID &&
+			strcmp(NameStr(att->attname), "compression") == 0)
 			return i + 1;
 	}
 	return -1;
@@ -319,14 +319,16 @@ ClassRow(HeapTuple tup, TupleDesc desc, void *arg)
 	kc->active_version = (uint32) DatumGetInt32(GetCol(tup, desc, Anum_key_classes_active_version, &isnull));
 	name = GetTextCol(tup, desc, Anum_key_classes_name);
 	strlcpy(kc->name, name ? name : "", NAMEDATALEN);
-	if (cs->compress_attnum == 0)
-		cs->compress_attnum = KeyClassesCompressAttnum(desc);
-	kc->compress = true;
-	if (cs->compress_attnum > 0)
+	if (cs->compression_attnum == 0)
+		cs->compression_attnum = KeyClassesCompressionAttnum(desc);
+	kc->compression = ENVELOPE_FLAG_LZ4;
+	if (cs->compression_attnum > 0)
 	{
-		Datum		d = GetCol(tup, desc, cs->compress_attnum, &isnull);
+		char	   *compression = GetTextCol(tup, desc, cs->compression_attnum);
 
-		kc->compress = isnull || DatumGetBool(d);
+		/* the column's CHECK admits only the names EnvelopeCompressionByName takes */
+		if (compression)
+			kc->compression = EnvelopeCompressionByName(compression);
 	}
 	cs->classes = lappend(cs->classes, kc);
 }
@@ -876,11 +878,12 @@ KeyringActiveDataKey(int32 class_id)
 }
 
 /*
- * The same, and in *compress (when not NULL) whether the class lets its
- * values be compressed: the class's policy, from the cache.
+ * The same, and in *compression (when not NULL) the class's compressor as an
+ * envelope flag (ENVELOPE_FLAG_LZ4 or _ZSTD; 0: its values are never
+ * compressed): the class's policy, from the cache.
  */
 DataKey *
-KeyringSealingKey(int32 class_id, bool *compress)
+KeyringSealingKey(int32 class_id, uint8 *compression)
 {
 	KeyClass   *kc;
 	DataKey    *dk;
@@ -896,8 +899,8 @@ KeyringSealingKey(int32 class_id, bool *compress)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("key class \"%s\" has no data key version %u", kc->name, kc->active_version)));
-	if (compress)
-		*compress = kc->compress;
+	if (compression)
+		*compression = kc->compression;
 	return dk;
 }
 
@@ -1186,10 +1189,10 @@ ValidClassName(const char *name)
 }
 
 /*
- * atrest.create_key_class(name text, compress boolean DEFAULT true)
+ * atrest.create_key_class(name text, compression text DEFAULT 'lz4')
  * RETURNS integer: a new key class with its first data key.  1.0 declared
- * it STRICT with the name only (and had no compress column): called that
- * way, the class compresses as all classes of 1.0 do.
+ * it STRICT with the name only (and had no compression column): called that
+ * way, the class compresses with LZ4 as all classes of 1.0 do.
  */
 PG_FUNCTION_INFO_V1(atrest_create_key_class);
 Datum
@@ -1197,17 +1200,17 @@ atrest_create_key_class(PG_FUNCTION_ARGS)
 {
 	bool		with_policy = PG_NARGS() >= 2;
 	char	   *name;
-	bool		compress = true;
+	uint8		compression = ENVELOPE_FLAG_LZ4;
 	int32		class_id;
 	bool		isnull;
-	Oid			types[2] = {TEXTOID, BOOLOID};
+	Oid			types[2] = {TEXTOID, TEXTOID};
 	Datum		values[2];
 
 	RequireArgument(fcinfo, 0, "atrest.create_key_class", "name");
 	if (with_policy)
 	{
-		RequireArgument(fcinfo, 1, "atrest.create_key_class", "compress");
-		compress = PG_GETARG_BOOL(1);
+		RequireArgument(fcinfo, 1, "atrest.create_key_class", "compression");
+		compression = EnvelopeCompressionByName(text_to_cstring(PG_GETARG_TEXT_PP(1)));
 	}
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	if (!ValidClassName(name))
@@ -1223,9 +1226,9 @@ atrest_create_key_class(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("key class \"%s\" already exists", name)));
 	values[0] = PointerGetDatum(PG_GETARG_TEXT_PP(0));
-	values[1] = BoolGetDatum(compress);
+	values[1] = CStringGetTextDatum(EnvelopeCompressionName(compression));
 	if (with_policy)
-		SpiExec("INSERT INTO atrest.key_classes (id, name, compress) "
+		SpiExec("INSERT INTO atrest.key_classes (id, name, compression) "
 				"VALUES (nextval('atrest.key_classes_id_seq'), $1, $2) RETURNING id",
 				2, types, values, NULL, SPI_OK_INSERT_RETURNING);
 	else
@@ -1235,39 +1238,39 @@ atrest_create_key_class(PG_FUNCTION_ARGS)
 	class_id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	InsertDataKey(cache.dbk, &cache.root.id, class_id, 1);
 	LogKeyEvent("create_key_class", name, 1, NULL, NULL, NULL, "ok",
-				with_policy ? (compress ? "compress = true" : "compress = false") : NULL);
+				with_policy ? psprintf("compression = %s", EnvelopeCompressionName(compression)) : NULL);
 	SPI_finish();
 	PG_RETURN_INT32(class_id);
 }
 
 /*
- * atrest.alter_key_class(name text, compress boolean): change a key class's
- * compression policy.  It applies to values sealed from now on (every
- * backend reloads its key cache); atrest.reencrypt() takes the class's
- * compressed values out of compression when compress becomes false.
+ * atrest.alter_key_class(name text, compression text): change a key class's
+ * compressor (lz4, zstd or none).  It applies to values sealed from now on
+ * (every backend reloads its key cache); atrest.reencrypt() moves the
+ * class's compressed values to the new compressor, or out of compression.
  */
 PG_FUNCTION_INFO_V1(atrest_alter_key_class);
 Datum
 atrest_alter_key_class(PG_FUNCTION_ARGS)
 {
 	char	   *name;
-	bool		compress;
-	Oid			types[2] = {TEXTOID, BOOLOID};
+	uint8		compression;
+	Oid			types[2] = {TEXTOID, TEXTOID};
 	Datum		values[2];
 
 	RequireArgument(fcinfo, 0, "atrest.alter_key_class", "name");
-	RequireArgument(fcinfo, 1, "atrest.alter_key_class", "compress");
+	RequireArgument(fcinfo, 1, "atrest.alter_key_class", "compression");
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	compress = PG_GETARG_BOOL(1);
+	compression = EnvelopeCompressionByName(text_to_cstring(PG_GETARG_TEXT_PP(1)));
 	SPI_connect();
 	LockKeyTables();
 	(void) KeyClassLookup(name, false);
 	values[0] = PointerGetDatum(PG_GETARG_TEXT_PP(0));
-	values[1] = BoolGetDatum(compress);
-	SpiExec("UPDATE atrest.key_classes SET compress = $2 WHERE name = $1",
+	values[1] = CStringGetTextDatum(EnvelopeCompressionName(compression));
+	SpiExec("UPDATE atrest.key_classes SET compression = $2 WHERE name = $1",
 			2, types, values, NULL, SPI_OK_UPDATE);
 	LogKeyEvent("alter_key_class", name, 0, NULL, NULL, NULL, "ok",
-				compress ? "compress = true" : "compress = false");
+				psprintf("compression = %s", EnvelopeCompressionName(compression)));
 	SPI_finish();
 	PG_RETURN_VOID();
 }

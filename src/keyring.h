@@ -20,7 +20,7 @@ typedef struct DataKey
 } DataKey;
 
 extern DataKey *KeyringActiveDataKey(int32 class_id);
-extern DataKey *KeyringSealingKey(int32 class_id, bool *compress);
+extern DataKey *KeyringSealingKey(int32 class_id, uint8 *compression);
 extern DataKey *KeyringFindDataKey(int32 class_id, uint32 version);
 extern uint32 KeyringActiveVersion(int32 class_id);
 

@@ -200,9 +200,11 @@ name##_needs_reseal(PG_FUNCTION_ARGS) \
 
 /*
  * atrest.envelope(v) RETURNS (key_class text, key_version int,
- * compressed bool, stored_bytes int, format text): what a value's header
- * says.  1.0 declared the function without "format": with its declaration
- * (a database not yet updated) the row has four columns.
+ * compressed bool, stored_bytes int, format text, compression text): what a
+ * value's header says; "compression" is the payload's compressor (lz4, zstd
+ * or none).  1.0 declared the function without "format" and "compression":
+ * with its declaration (a database not yet updated) the row has four
+ * columns.
  */
 static Datum
 EnvelopeInfo(FunctionCallInfo fcinfo, AtrestKind kind)
@@ -210,8 +212,8 @@ EnvelopeInfo(FunctionCallInfo fcinfo, AtrestKind kind)
 	struct varlena *sealed = (struct varlena *) PG_GETARG_POINTER(0);
 	EnvelopeHeader hdr;
 	TupleDesc	tupdesc;
-	Datum		values[5];
-	bool		nulls[5] = {false, false, false, false, false};
+	Datum		values[6];
+	bool		nulls[6] = {false, false, false, false, false, false};
 	char	   *class_name;
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
@@ -223,18 +225,19 @@ EnvelopeInfo(FunctionCallInfo fcinfo, AtrestKind kind)
 	else
 		values[0] = CStringGetTextDatum(psprintf("#%d", hdr.class_id));
 	values[1] = Int32GetDatum((int32) hdr.key_version);
-	values[2] = BoolGetDatum((hdr.flags & ENVELOPE_FLAG_LZ4) != 0);
+	values[2] = BoolGetDatum((hdr.flags & ENVELOPE_FLAG_COMPRESSED) != 0);
 	values[3] = Int32GetDatum((int32) toast_raw_datum_size(PointerGetDatum(sealed)) - VARHDRSZ);
 	values[4] = CStringGetTextDatum(hdr.format == ENVELOPE_FORMAT_XAES ? "xaes-256-gcm" : "aes-256-gcm");
-	if (tupdesc->natts != 4 && tupdesc->natts != 5)
-		elog(ERROR, "pg_atrest: atrest.envelope() must return 4 or 5 columns");
+	values[5] = CStringGetTextDatum(EnvelopeCompressionName(hdr.flags & ENVELOPE_FLAG_COMPRESSED));
+	if (tupdesc->natts != 4 && tupdesc->natts != 6)
+		elog(ERROR, "pg_atrest: atrest.envelope() must return 4 or 6 columns");
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
 }
 
 /*
  * Whether re-encryption must seal a value again: it is not yet under the
- * active data key of "class_id", or in an older format, or compressed in a
- * class that does not compress.
+ * active data key of "class_id", or in an older format, or compressed with
+ * another compressor than the class's (none included).
  */
 static Datum
 NeedsReseal(AtrestKind kind, Datum sealed, int32 class_id)
