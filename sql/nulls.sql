@@ -29,10 +29,10 @@ INSERT INTO nulls_t VALUES (1, 'a value', now());
 CREATE TEMP TABLE null_calls (n serial, fn regprocedure, call text);
 INSERT INTO null_calls (fn, call) VALUES
     -- key management
-    ('atrest.create_key_class(text, boolean)', 'SELECT atrest.create_key_class(NULL)'),
-    ('atrest.create_key_class(text, boolean)', 'SELECT atrest.create_key_class(''nulls_class'', NULL)'),
-    ('atrest.alter_key_class(text, boolean)', 'SELECT atrest.alter_key_class(NULL, true)'),
-    ('atrest.alter_key_class(text, boolean)', 'SELECT atrest.alter_key_class(''default'', NULL)'),
+    ('atrest.create_key_class(text, text)', 'SELECT atrest.create_key_class(NULL)'),
+    ('atrest.create_key_class(text, text)', 'SELECT atrest.create_key_class(''nulls_class'', NULL)'),
+    ('atrest.alter_key_class(text, text)', 'SELECT atrest.alter_key_class(NULL, ''lz4'')'),
+    ('atrest.alter_key_class(text, text)', 'SELECT atrest.alter_key_class(''default'', NULL)'),
     ('atrest.enable_cmk(text, text)', 'SELECT atrest.enable_cmk(NULL, ''kms:nulls'')'),
     ('atrest.enable_cmk(text, text)', 'SELECT atrest.enable_cmk(''command'', NULL)'),
     ('atrest.provider_selftest(text, text)', 'SELECT atrest.provider_selftest(NULL, ''kms:nulls'')'),

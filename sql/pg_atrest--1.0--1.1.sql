@@ -10,15 +10,16 @@
 ------------------------------------------------------------------------------
 -- Value format 2 (XAES-256-GCM) and per-class compression policy.
 --
--- atrest.key_classes gains "compress" (at the end, as in a fresh install);
--- existing classes keep compressing.  atrest.create_key_class gains a
--- "compress" argument and is no longer STRICT (a NULL argument is an error),
--- atrest.alter_key_class is new, and atrest.envelope() reports the value's
--- format.  A new argument or OUT column needs DROP and CREATE, which would
+-- atrest.key_classes gains "compression" (lz4, zstd or none; at the end, as
+-- in a fresh install); existing classes keep compressing with LZ4, as 1.0
+-- did.  atrest.create_key_class gains a "compression" argument and is no
+-- longer STRICT (a NULL argument is an error), atrest.alter_key_class is new,
+-- and atrest.envelope() reports the value's format and compressor.  A new argument or OUT column needs DROP and CREATE, which would
 -- lose the privileges granted on the 1.0 functions: they are carried over.
 ------------------------------------------------------------------------------
 
-ALTER TABLE atrest.key_classes ADD COLUMN compress boolean NOT NULL DEFAULT true;
+ALTER TABLE atrest.key_classes ADD COLUMN compression text NOT NULL DEFAULT 'lz4'
+    CHECK (compression IN ('lz4', 'zstd', 'none'));	-- the default: existing classes get 'lz4'
 
 DO $update$
 DECLARE
@@ -29,24 +30,24 @@ DECLARE
 BEGIN
     FOR f IN
         SELECT * FROM (VALUES
-            ('atrest.create_key_class(text)', 'atrest.create_key_class(text, boolean)',
-             $c$CREATE FUNCTION atrest.create_key_class(name text, compress boolean DEFAULT true) RETURNS integer
+            ('atrest.create_key_class(text)', 'atrest.create_key_class(text, text)',
+             $c$CREATE FUNCTION atrest.create_key_class(name text, compression text DEFAULT 'lz4') RETURNS integer
     AS 'MODULE_PATHNAME', 'atrest_create_key_class' LANGUAGE C
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp$c$),
             ('atrest.envelope(atrest.encrypted_jsonb)', 'atrest.envelope(atrest.encrypted_jsonb)',
              $c$CREATE FUNCTION atrest.envelope(v atrest.encrypted_jsonb,
     OUT key_class text, OUT key_version integer, OUT compressed boolean, OUT stored_bytes integer,
-    OUT format text)
+    OUT format text, OUT compression text)
     AS 'MODULE_PATHNAME', 'encrypted_jsonb_envelope' LANGUAGE C STABLE STRICT PARALLEL SAFE$c$),
             ('atrest.envelope(atrest.encrypted_bytea)', 'atrest.envelope(atrest.encrypted_bytea)',
              $c$CREATE FUNCTION atrest.envelope(v atrest.encrypted_bytea,
     OUT key_class text, OUT key_version integer, OUT compressed boolean, OUT stored_bytes integer,
-    OUT format text)
+    OUT format text, OUT compression text)
     AS 'MODULE_PATHNAME', 'encrypted_bytea_envelope' LANGUAGE C STABLE STRICT PARALLEL SAFE$c$),
             ('atrest.envelope(atrest.encrypted_text)', 'atrest.envelope(atrest.encrypted_text)',
              $c$CREATE FUNCTION atrest.envelope(v atrest.encrypted_text,
     OUT key_class text, OUT key_version integer, OUT compressed boolean, OUT stored_bytes integer,
-    OUT format text)
+    OUT format text, OUT compression text)
     AS 'MODULE_PATHNAME', 'encrypted_text_envelope' LANGUAGE C STABLE STRICT PARALLEL SAFE$c$)
         ) AS t(old_sig, new_sig, create_sql)
     LOOP
@@ -71,10 +72,10 @@ BEGIN
 END
 $update$;
 
-CREATE FUNCTION atrest.alter_key_class(name text, compress boolean) RETURNS void
+CREATE FUNCTION atrest.alter_key_class(name text, compression text) RETURNS void
     AS 'MODULE_PATHNAME', 'atrest_alter_key_class' LANGUAGE C
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
-REVOKE ALL ON FUNCTION atrest.alter_key_class(text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION atrest.alter_key_class(text, text) FROM PUBLIC;
 
 ------------------------------------------------------------------------------
 -- Review finding 14: the functions that seal are VOLATILE (every call draws a

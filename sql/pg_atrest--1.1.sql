@@ -80,8 +80,10 @@ CREATE TABLE atrest.key_classes (
                     CHECK (name ~ '^[a-z_][a-z0-9_]{0,62}$'),
     active_version  integer NOT NULL DEFAULT 0,
     created_at      timestamptz NOT NULL DEFAULT now(),
-    -- whether values of the class may be compressed before encryption (1.1)
-    compress        boolean NOT NULL DEFAULT true
+    -- the compressor of the class's values before encryption (1.1), named as
+    -- PostgreSQL's column COMPRESSION names them; 'none': never compressed
+    compression     text NOT NULL DEFAULT 'lz4'
+                    CHECK (compression IN ('lz4', 'zstd', 'none'))
 );
 
 CREATE TABLE atrest.database_keys (
@@ -291,15 +293,15 @@ CREATE CAST (atrest.encrypted_text AS atrest.encrypted_text)
 
 CREATE FUNCTION atrest.envelope(v atrest.encrypted_jsonb,
     OUT key_class text, OUT key_version integer, OUT compressed boolean, OUT stored_bytes integer,
-    OUT format text)
+    OUT format text, OUT compression text)
     AS 'MODULE_PATHNAME', 'encrypted_jsonb_envelope' LANGUAGE C STABLE STRICT PARALLEL SAFE;
 CREATE FUNCTION atrest.envelope(v atrest.encrypted_bytea,
     OUT key_class text, OUT key_version integer, OUT compressed boolean, OUT stored_bytes integer,
-    OUT format text)
+    OUT format text, OUT compression text)
     AS 'MODULE_PATHNAME', 'encrypted_bytea_envelope' LANGUAGE C STABLE STRICT PARALLEL SAFE;
 CREATE FUNCTION atrest.envelope(v atrest.encrypted_text,
     OUT key_class text, OUT key_version integer, OUT compressed boolean, OUT stored_bytes integer,
-    OUT format text)
+    OUT format text, OUT compression text)
     AS 'MODULE_PATHNAME', 'encrypted_text_envelope' LANGUAGE C STABLE STRICT PARALLEL SAFE;
 
 -- helpers of atrest.reencrypt
@@ -533,11 +535,11 @@ CREATE FUNCTION atrest._bootstrap() RETURNS uuid
     AS 'MODULE_PATHNAME', 'atrest_bootstrap' LANGUAGE C
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
-CREATE FUNCTION atrest.create_key_class(name text, compress boolean DEFAULT true) RETURNS integer
+CREATE FUNCTION atrest.create_key_class(name text, compression text DEFAULT 'lz4') RETURNS integer
     AS 'MODULE_PATHNAME', 'atrest_create_key_class' LANGUAGE C
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
-CREATE FUNCTION atrest.alter_key_class(name text, compress boolean) RETURNS void
+CREATE FUNCTION atrest.alter_key_class(name text, compression text) RETURNS void
     AS 'MODULE_PATHNAME', 'atrest_alter_key_class' LANGUAGE C
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
@@ -657,8 +659,8 @@ $$;
 
 REVOKE ALL ON FUNCTION
     atrest._bootstrap(),
-    atrest.create_key_class(text, boolean),
-    atrest.alter_key_class(text, boolean),
+    atrest.create_key_class(text, text),
+    atrest.alter_key_class(text, text),
     atrest.rotate_data_key(text),
     atrest.rotate_database_key(),
     atrest.enable_cmk(text, text),

@@ -134,10 +134,10 @@ SELECT typname, typstorage FROM pg_type WHERE typnamespace = 'atrest'::regnamesp
 -- the stored format: new values are XAES-256-GCM (format 2)
 SELECT (atrest.envelope(x)).format FROM custom_class;
 
--- compression policy per key class.  compress = false: no value of the class is compressed,
--- so its stored size follows its length and never its content.
-SELECT atrest.create_key_class('opaque', compress => false) >= 100 AS created_opaque;
-SELECT name, compress FROM atrest.key_classes WHERE name IN ('default', 'invoices', 'opaque') ORDER BY id;
+-- compression policy per key class.  compression 'none': no value of the class is
+-- compressed, so its stored size follows its length and never its content.
+SELECT atrest.create_key_class('opaque', compression => 'none') >= 100 AS created_opaque;
+SELECT name, compression FROM atrest.key_classes WHERE name IN ('default', 'invoices', 'opaque') ORDER BY id;
 CREATE TABLE policy (id int, how text, small atrest.encrypted_text(invoices),
                      opaque atrest.encrypted_text(opaque), j atrest.encrypted_jsonb(opaque),
                      b atrest.encrypted_bytea(opaque));
@@ -165,10 +165,10 @@ SELECT id, how,
   FROM policy ORDER BY id;
 -- the policy is the key class's: alter_key_class takes effect for the next value (other
 -- sessions reload their key caches, as after any change to the key tables)
-SELECT atrest.alter_key_class('opaque', true);
-INSERT INTO policy (id, how, opaque) VALUES (5, 'after compress => true', :'big');
-SELECT atrest.alter_key_class('opaque', false);
-INSERT INTO policy (id, how, opaque) VALUES (6, 'after compress => false', :'big');
+SELECT atrest.alter_key_class('opaque', 'lz4');
+INSERT INTO policy (id, how, opaque) VALUES (5, 'after compression => lz4', :'big');
+SELECT atrest.alter_key_class('opaque', 'none');
+INSERT INTO policy (id, how, opaque) VALUES (6, 'after compression => none', :'big');
 SELECT id, how, (atrest.envelope(opaque)).compressed, (atrest.envelope(opaque)).stored_bytes < 1000 AS stored_small
   FROM policy WHERE id >= 5 ORDER BY id;
 -- re-encryption takes the class's existing values out of compression
@@ -176,17 +176,17 @@ CALL atrest.reencrypt('policy', 'opaque');
 SELECT count(*) FILTER (WHERE (atrest.envelope(opaque)).compressed) AS still_compressed,
        bool_and(opaque::text = :'big') FILTER (WHERE id <> 3) AS all_intact
   FROM policy;
-SELECT name, compress FROM atrest.key_classes WHERE name = 'opaque';
+SELECT name, compression FROM atrest.key_classes WHERE name = 'opaque';
 SELECT operation, key_class, detail FROM atrest.key_events
  WHERE operation IN ('create_key_class', 'alter_key_class') AND key_class = 'opaque' ORDER BY id;
 -- NULL arguments and unknown classes
 \set VERBOSITY sqlstate
 SELECT atrest.create_key_class(NULL);
 SELECT atrest.create_key_class('nullpolicy', NULL);
-SELECT atrest.alter_key_class(NULL, true);
+SELECT atrest.alter_key_class(NULL, 'lz4');
 SELECT atrest.alter_key_class('opaque', NULL);
 \set VERBOSITY default
 SELECT atrest.alter_key_class('opaque', NULL);
-SELECT atrest.alter_key_class('nosuchclass', false);
+SELECT atrest.alter_key_class('nosuchclass', 'none');
 SELECT count(*) AS nullpolicy_made FROM atrest.key_classes WHERE name = 'nullpolicy';
 DROP TABLE policy;

@@ -106,11 +106,11 @@ OpenValue(AtrestKind kind, const unsigned char *p, size_t len,
 		return st;
 	}
 
-	st = EnvelopeLz4RawLength(pay.p, ctlen, FUZZ_MAX_RAW, &rawlen);
+	st = EnvelopeRawLength(pay.p, ctlen, FUZZ_MAX_RAW, &rawlen);
 	if (st == ENVELOPE_OK)
 	{
 		if (rawlen > FUZZ_MAX_RAW)
-			Fail("EnvelopeLz4RawLength let a length past the limit through");
+			Fail("EnvelopeRawLength let a length past the limit through");
 		GuardedAlloc(out, rawlen);
 		st = EnvelopeLz4Decompress(pay.p, ctlen, (char *) out->p, rawlen);
 		if (st == ENVELOPE_OK)
@@ -323,16 +323,16 @@ SelfTest(void)
 	prefix[1] = (unsigned char) (SERVER_MAX_RAW >> 16);
 	prefix[2] = (unsigned char) (SERVER_MAX_RAW >> 8);
 	prefix[3] = (unsigned char) SERVER_MAX_RAW;
-	if (EnvelopeLz4RawLength(prefix, 4, SERVER_MAX_RAW, &rawlen) != ENVELOPE_OK ||
+	if (EnvelopeRawLength(prefix, 4, SERVER_MAX_RAW, &rawlen) != ENVELOPE_OK ||
 		rawlen != SERVER_MAX_RAW)
 		Fail("the largest allowed raw length was refused");
 	prefix[3]++;
-	if (EnvelopeLz4RawLength(prefix, 4, SERVER_MAX_RAW, &rawlen) != ENVELOPE_LZ4_BAD_LENGTH)
+	if (EnvelopeRawLength(prefix, 4, SERVER_MAX_RAW, &rawlen) != ENVELOPE_COMPRESSED_BAD_LENGTH)
 		Fail("a raw length past the limit was accepted");
 	memset(prefix, 0xff, 4);
-	if (EnvelopeLz4RawLength(prefix, 4, SIZE_MAX, &rawlen) != ENVELOPE_LZ4_BAD_LENGTH)
+	if (EnvelopeRawLength(prefix, 4, SIZE_MAX, &rawlen) != ENVELOPE_COMPRESSED_BAD_LENGTH)
 		Fail("a raw length of 4 GiB was accepted");
-	if (EnvelopeLz4RawLength(prefix, 3, SERVER_MAX_RAW, &rawlen) != ENVELOPE_LZ4_TRUNCATED)
+	if (EnvelopeRawLength(prefix, 3, SERVER_MAX_RAW, &rawlen) != ENVELOPE_COMPRESSED_TRUNCATED)
 		Fail("a 3-byte compressed payload was accepted");
 }
 

@@ -63,7 +63,7 @@ my $before = $node->safe_psql('old', $fingerprint);
 
 # The current module against the 1.0 schema: envelope() as 1.0 declared it (four
 # columns), and a privilege on create_key_class(text), which the update must carry over
-# to create_key_class(text, boolean).
+# to create_key_class(text, text).
 is($node->safe_psql('old', q{SELECT (atrest.envelope(j)).* FROM docs WHERE id = 301}),
 	'model|2|f|' . $node->safe_psql('old', q{SELECT (atrest.envelope(j)).stored_bytes FROM docs WHERE id = 301}),
 	'envelope() works with its 1.0 declaration');
@@ -111,12 +111,12 @@ is( $node->safe_psql('old',
 	'the stored model and analyze result read back');
 
 is( $node->safe_psql('old',
-		q{SELECT string_agg(name || '=' || compress, ',' ORDER BY id) FROM atrest.key_classes}),
-	'default=true,model=true,result=true,legacy=true',
-	'existing key classes keep compressing');
+		q{SELECT string_agg(name || '=' || compression, ',' ORDER BY id) FROM atrest.key_classes}),
+	'default=lz4,model=lz4,result=lz4,legacy=lz4',
+	'existing key classes keep compressing with LZ4');
 is( $node->safe_psql('old',
-		q{SELECT has_function_privilege('key_admin', 'atrest.create_key_class(text, boolean)', 'EXECUTE'),
-		         has_function_privilege('key_admin', 'atrest.alter_key_class(text, boolean)', 'EXECUTE')}),
+		q{SELECT has_function_privilege('key_admin', 'atrest.create_key_class(text, text)', 'EXECUTE'),
+		         has_function_privilege('key_admin', 'atrest.alter_key_class(text, text)', 'EXECUTE')}),
 	't|f', 'the grant on create_key_class is carried over; alter_key_class is not granted');
 # begin_analyze gained document and content_type (DROP and CREATE): the grant on the 1.0
 # function is carried over, calls with the model id alone keep working, and the purge
@@ -181,7 +181,7 @@ like($ierr, qr/cannot create an index on encrypted column "j"/, 'an index on a 1
 # (DROP OWNED: from 17 on, a grant the update script carried over is one of the extension's
 # initial privileges, recorded in pg_init_privs, and only DROP OWNED releases the role.)
 $node->safe_psql('old', q{
-	REVOKE EXECUTE ON FUNCTION atrest.create_key_class(text, boolean) FROM key_admin;
+	REVOKE EXECUTE ON FUNCTION atrest.create_key_class(text, text) FROM key_admin;
 	DROP OWNED BY key_admin;
 	DROP ROLE key_admin;
 	REVOKE EXECUTE ON FUNCTION atrest.begin_analyze(text, bytea, text) FROM store_caller;

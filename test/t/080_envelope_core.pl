@@ -21,7 +21,7 @@ my $built = IPC::Run::run(
 	[
 		$cc, '-O1', '-Wall', '-Wextra', '-Werror', "-I$src/src",
 		"$src/test/unit/envelope_core_test.c", "$src/src/envelope_core.c",
-		'-lcrypto', '-llz4', '-o', $bin
+		'-lcrypto', '-llz4', '-lzstd', '-o', $bin
 	],
 	'>', \$out, '2>', \$err);
 ok($built, 'test/unit/envelope_core_test.c builds against src/envelope_core.c')
