@@ -2,7 +2,8 @@
 # envelope_core_test.c is compiled against src/envelope_core.c and run.  It checks
 # XAES-256-GCM (the format new values are sealed in) against the C2SP specification's
 # vectors and its accumulated randomized test, that a value sealed by pg_atrest 1.0
-# (format 1, AES-256-GCM) still opens, and the layout of a format-2 value.
+# (format 1, AES-256-GCM) still opens, the layout of a format-2 value, and bounded
+# decompression of zstd payloads (hostile frames and lying raw lengths).
 
 use strict;
 use warnings;

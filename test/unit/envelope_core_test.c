@@ -12,7 +12,12 @@
  *	  nonce), produced by 1.0's envelope_core.c with a fixed key and nonce,
  *	  still opens;
  *	- a value in today's format (2) has the documented layout, opens, and
- *	  stops opening when its format byte is changed.
+ *	  stops opening when its format byte is changed;
+ *	- zstd payloads (flag bit 1): a compressible text round-trips smaller
+ *	  than LZ4 makes it; a frame that is corrupt, truncated, followed by more
+ *	  bytes, legacy or skippable, or whose declared raw length lies either
+ *	  way, is ENVELOPE_COMPRESSED_CORRUPT and writes nothing past the raw
+ *	  length; the flag combinations the header admits.
  *
  * Prints one "ok" or "not ok" line per check (TAP) and exits non-zero when
  * any failed.
@@ -251,6 +256,111 @@ CurrentFormat(void)
 		  "format 2 shorter than 48 bytes is truncated");
 }
 
+static void
+ZstdPayloads(void)
+{
+	static char plain[23000];
+	static char lz[32000], zs[32000], out[32000];
+	static unsigned char bad[32000];
+	static unsigned char lz4_state[1 << 17] __attribute__((aligned(16)));
+	ZSTD_CCtx  *cctx = EnvelopeZstdNewCompressor();
+	ZSTD_DCtx  *dctx = EnvelopeZstdNewDecompressor();
+	size_t		len = sizeof(plain), zlen, llen, pos = 0;
+	uint32_t	rawlen = 0;
+	unsigned char hdrbuf[64];
+	EnvelopeHeader hdr;
+
+	Check(cctx != NULL && dctx != NULL, "zstd: contexts made");
+	if (cctx == NULL || dctx == NULL)
+		return;
+	/* JSON-like records with hex digests, as the benchmark's documents mix them */
+	for (int i = 0; pos + 80 < len; i++)
+		pos += (size_t) snprintf(plain + pos, len - pos,
+								 "{\"id\": %d, \"word\": \"word%d\", \"digest\": \"%08x%08x\"}, ",
+								 i, i, (unsigned) (i * 2654435761u), (unsigned) (i * 40503u));
+	len = pos;
+	Check(EnvelopeZstdBound(len) <= sizeof(zs) && EnvelopeLz4StateSize() <= sizeof(lz4_state),
+		  "zstd: the test's buffers are large enough");
+	zlen = EnvelopeZstdCompress(cctx, plain, len, zs);
+	llen = EnvelopeLz4Compress(lz4_state, plain, len, lz);
+	Check(zlen > 0 && llen > 0 && zlen < llen, "zstd: a compressible text compresses, smaller than LZ4");
+	Check(EnvelopeRawLength((unsigned char *) zs, zlen, len, &rawlen) == ENVELOPE_OK && rawlen == len,
+		  "zstd: the raw length prefix says the plaintext's length");
+	Check(EnvelopeZstdDecompress(dctx, (unsigned char *) zs, zlen, out, rawlen) == ENVELOPE_OK &&
+		  memcmp(out, plain, len) == 0, "zstd: decompresses to the plaintext");
+	Check(EnvelopeZstdCompress(cctx, plain, 100, zs + 20000) == 0,
+		  "zstd: shorter than 128 bytes is not compressed");
+
+	/* lying raw lengths: one byte short (the frame would go on), one byte more */
+	memset(out, 0x5a, sizeof(out));
+	Check(EnvelopeZstdDecompress(dctx, (unsigned char *) zs, zlen, out, rawlen - 1) ==
+		  ENVELOPE_COMPRESSED_CORRUPT && (unsigned char) out[rawlen - 1] == 0x5a,
+		  "zstd: a raw length one short is corrupt, nothing written past it");
+	Check(EnvelopeZstdDecompress(dctx, (unsigned char *) zs, zlen, out, rawlen + 1) ==
+		  ENVELOPE_COMPRESSED_CORRUPT, "zstd: a raw length one more is corrupt");
+	Check(EnvelopeZstdDecompress(dctx, (unsigned char *) zs, zlen, out, 0) ==
+		  ENVELOPE_COMPRESSED_CORRUPT, "zstd: a raw length of 0 is corrupt");
+	/* truncated, extended, corrupted frames */
+	Check(EnvelopeZstdDecompress(dctx, (unsigned char *) zs, zlen - 1, out, rawlen) ==
+		  ENVELOPE_COMPRESSED_CORRUPT, "zstd: a frame one byte short is corrupt");
+	Check(EnvelopeZstdDecompress(dctx, (unsigned char *) zs, 3, out, rawlen) ==
+		  ENVELOPE_COMPRESSED_TRUNCATED, "zstd: a payload shorter than its prefix is truncated");
+	memcpy(bad, zs, zlen);
+	bad[zlen] = 0;
+	Check(EnvelopeZstdDecompress(dctx, bad, zlen + 1, out, rawlen) == ENVELOPE_COMPRESSED_CORRUPT,
+		  "zstd: a byte after the frame is corrupt");
+	memcpy(bad + zlen, zs + ENVELOPE_RAWLEN_PREFIX, zlen - ENVELOPE_RAWLEN_PREFIX);
+	Check(EnvelopeZstdDecompress(dctx, bad, 2 * zlen - ENVELOPE_RAWLEN_PREFIX, out, 2 * rawlen) ==
+		  ENVELOPE_COMPRESSED_CORRUPT, "zstd: two concatenated frames are corrupt");
+	memcpy(bad, zs, zlen);
+	bad[ENVELOPE_RAWLEN_PREFIX] ^= 1;
+	Check(EnvelopeZstdDecompress(dctx, bad, zlen, out, rawlen) == ENVELOPE_COMPRESSED_CORRUPT,
+		  "zstd: a wrong magic number is corrupt");
+	memcpy(bad, zs, zlen);
+	/* a skippable frame (magic 0x184D2A50, 4-byte size) in front of nothing */
+	bad[4] = 0x50; bad[5] = 0x2a; bad[6] = 0x4d; bad[7] = 0x18;
+	bad[8] = 0; bad[9] = 0; bad[10] = 0; bad[11] = 0;
+	Check(EnvelopeZstdDecompress(dctx, bad, 12, out, 0) == ENVELOPE_COMPRESSED_CORRUPT,
+		  "zstd: a skippable frame is corrupt");
+	memcpy(bad, zs, zlen);
+	for (size_t i = zlen / 2; i < zlen / 2 + 16; i++)
+		bad[i] ^= 0xa5;
+	memset(out, 0x5a, sizeof(out));
+	{
+		/*
+		 * Frames carry no checksum (the GCM tag authenticates the payload), so
+		 * corrupted data may still decode to rawlen bytes; it must never write
+		 * past them or fail in another way.
+		 */
+		EnvelopeStatus st = EnvelopeZstdDecompress(dctx, bad, zlen, out, rawlen);
+
+		Check((st == ENVELOPE_OK || st == ENVELOPE_COMPRESSED_CORRUPT) &&
+			  (unsigned char) out[rawlen] == 0x5a,
+			  "zstd: corrupted data writes nothing past the raw length");
+	}
+	Check(EnvelopeZstdDecompress(dctx, (unsigned char *) zs, zlen, out, rawlen) == ENVELOPE_OK &&
+		  memcmp(out, plain, len) == 0, "zstd: the context still works after failures");
+	Check(EnvelopeLz4Decompress((unsigned char *) zs, zlen, out, rawlen) == ENVELOPE_COMPRESSED_CORRUPT,
+		  "zstd data read as LZ4 does not decompress");
+
+	/* the header's flag combinations */
+	memset(hdrbuf, 0, sizeof(hdrbuf));
+	EnvelopeWriteHeader(hdrbuf, ENVELOPE_FORMAT_XAES, ATREST_KIND_TEXT, ENVELOPE_FLAG_ZSTD, 1, 1);
+	Check(EnvelopeParseHeader(ATREST_KIND_TEXT, hdrbuf, 48, &hdr) == ENVELOPE_OK &&
+		  hdr.flags == ENVELOPE_FLAG_ZSTD, "zstd flag: format 2 admits it");
+	EnvelopeWriteHeader(hdrbuf, ENVELOPE_FORMAT_XAES, ATREST_KIND_TEXT, ENVELOPE_FLAG_COMPRESSED, 1, 1);
+	Check(EnvelopeParseHeader(ATREST_KIND_TEXT, hdrbuf, 48, &hdr) == ENVELOPE_BAD_FLAGS,
+		  "zstd and LZ4 flags together are refused");
+	EnvelopeWriteHeader(hdrbuf, ENVELOPE_FORMAT_GCM, ATREST_KIND_TEXT, ENVELOPE_FLAG_ZSTD, 1, 1);
+	Check(EnvelopeParseHeader(ATREST_KIND_TEXT, hdrbuf, 48, &hdr) == ENVELOPE_BAD_FLAGS,
+		  "zstd flag in format 1 (1.0 never wrote it) is refused");
+	EnvelopeWriteHeader(hdrbuf, ENVELOPE_FORMAT_GCM, ATREST_KIND_TEXT, ENVELOPE_FLAG_LZ4, 1, 1);
+	Check(EnvelopeParseHeader(ATREST_KIND_TEXT, hdrbuf, 48, &hdr) == ENVELOPE_OK,
+		  "LZ4 flag in format 1 (1.0's compressed values) is admitted");
+	ZSTD_freeCCtx(cctx);
+	ZSTD_freeDCtx(dctx);
+}
+
 int
 main(void)
 {
@@ -266,6 +376,7 @@ main(void)
 	Accumulated(10000, "e6b9edf2df6cec60c8cbd864e2211b597fb69a529160cd040d56c0c210081939");
 	LegacyValue();
 	CurrentFormat();
+	ZstdPayloads();
 	printf("1..%d\n", checks);
 	return failures == 0 ? 0 : 1;
 }
