@@ -7,22 +7,24 @@
  *
  *	 0  open: the rest is a stored value, opened the way EnvelopeOpen does
  *		(header, XAES-256-GCM or, for format 1, AES-256-GCM under a fixed
- *		test key, then the LZ4 length prefix and decompression).  Covers
- *		truncations, bogus headers, bit flips and forged tags.
+ *		test key, then the raw length prefix and LZ4 or zstd decompression).
+ *		Covers truncations, bogus headers, bit flips and forged tags.
  *	 1  past the tag: the next byte is the flags nibble (bit 4 set: seal in
  *		format 1), the rest a payload sealed here under the test key and
  *		then opened, so the fuzzer reaches what only an authentic value
- *		reaches: bogus LZ4 data and huge or lying raw lengths.
+ *		reaches: bogus LZ4 or zstd data and huge or lying raw lengths.
  *	 2  round trip and tamper: the rest is a plaintext; it is sealed the way
- *		EnvelopeSeal does (compressed when that pays; in format 1 when the
- *		first byte's top bit is set), must open to the same bytes, and must
+ *		EnvelopeSeal does (compressed when that pays, with zstd when the first
+ *		byte's bit 6 is set and LZ4 otherwise; in format 1, which only knows
+ *		LZ4, when its top bit is set), must open to the same bytes, and must
  *		stop opening after any one bit flip or truncation chosen by the next
  *		input bytes.  A violation aborts.
  *	 3  header only: EnvelopeParseHeader for all three kinds.
  *
  * Every buffer handed to envelope_core.c ends exactly at an inaccessible
  * guard page, so even a write or read one byte past the end inside OpenSSL
- * or liblz4 (which are not built with AddressSanitizer) crashes at once.
+ * liblz4 or libzstd (which are not built with AddressSanitizer) crashes at
+ * once.
  * Set FUZZ_WRITE_SEEDS=DIR to write the seed inputs to DIR and exit.
  */
 #include <errno.h>
@@ -56,6 +58,8 @@ static EVP_CIPHER_CTX *enc_ctx;
 static EVP_CIPHER_CTX *dec_ctx;
 static EVP_CIPHER_CTX *kdf_ctx;
 static void *lz4_state;			/* EnvelopeLz4Compress's scratch state */
+static ZSTD_CCtx *zstd_cctx;	/* made once and reused, as the backend does */
+static ZSTD_DCtx *zstd_dctx;
 
 static void
 Fail(const char *what)
@@ -87,14 +91,16 @@ OpenValue(AtrestKind kind, const unsigned char *p, size_t len,
 	st = EnvelopeParseHeader(kind, p, len, &hdr);
 	if (st != ENVELOPE_OK)
 		return st;
-	if (hdr.kind != kind || (hdr.flags & ~ENVELOPE_FLAG_LZ4) != 0 ||
+	if (hdr.kind != kind || (hdr.flags & ~ENVELOPE_FLAG_COMPRESSED) != 0 ||
+		hdr.flags == ENVELOPE_FLAG_COMPRESSED ||
+		(hdr.flags == ENVELOPE_FLAG_ZSTD && hdr.format != ENVELOPE_FORMAT_XAES) ||
 		EnvelopeNonceLen(hdr.format) == 0 || len < EnvelopeOverhead(hdr.format))
 		Fail("EnvelopeParseHeader accepted a bad header");
 
 	ctlen = len - EnvelopeOverhead(hdr.format);
 	GuardedAlloc(&pay, ctlen);
 	st = EnvelopeDecrypt(dec_ctx, kdf_ctx, test_key, p, len, pay.p);
-	if (st != ENVELOPE_OK || (hdr.flags & ENVELOPE_FLAG_LZ4) == 0)
+	if (st != ENVELOPE_OK || (hdr.flags & ENVELOPE_FLAG_COMPRESSED) == 0)
 	{
 		if (st == ENVELOPE_OK)
 		{
@@ -112,7 +118,10 @@ OpenValue(AtrestKind kind, const unsigned char *p, size_t len,
 		if (rawlen > FUZZ_MAX_RAW)
 			Fail("EnvelopeRawLength let a length past the limit through");
 		GuardedAlloc(out, rawlen);
-		st = EnvelopeLz4Decompress(pay.p, ctlen, (char *) out->p, rawlen);
+		if (hdr.flags == ENVELOPE_FLAG_ZSTD)
+			st = EnvelopeZstdDecompress(zstd_dctx, pay.p, ctlen, (char *) out->p, rawlen);
+		else
+			st = EnvelopeLz4Decompress(pay.p, ctlen, (char *) out->p, rawlen);
 		if (st == ENVELOPE_OK)
 			*outlen = rawlen;
 		else
@@ -139,25 +148,34 @@ SealRaw(AtrestKind kind, uint8_t format, uint8_t flags, int32_t class_id, uint32
 }
 
 /*
- * Seal a plaintext the way EnvelopeSeal does: compressed when that pays; in
- * "format" (the server writes only ENVELOPE_FORMAT; format 1 values are 1.0's).
+ * Seal a plaintext the way EnvelopeSeal does: compressed with "compression"
+ * (ENVELOPE_FLAG_LZ4 or _ZSTD) when that pays; in "format" (the server
+ * writes only ENVELOPE_FORMAT; format 1 values are 1.0's).
  */
 static void
-SealValue(AtrestKind kind, uint8_t format, const unsigned char *plain, size_t len,
-		  Guarded *sealed)
+SealValue(AtrestKind kind, uint8_t format, uint8_t compression, const unsigned char *plain,
+		  size_t len, Guarded *sealed)
 {
 	if (len >= ENVELOPE_COMPRESS_MIN)
 	{
 		Guarded		c;
 		size_t		clen;
 
-		GuardedAlloc(&c, EnvelopeLz4Bound(len));
-		clen = EnvelopeLz4Compress(lz4_state, (const char *) plain, len, (char *) c.p);
+		if (compression == ENVELOPE_FLAG_ZSTD)
+		{
+			GuardedAlloc(&c, EnvelopeZstdBound(len));
+			clen = EnvelopeZstdCompress(zstd_cctx, (const char *) plain, len, (char *) c.p);
+		}
+		else
+		{
+			GuardedAlloc(&c, EnvelopeLz4Bound(len));
+			clen = EnvelopeLz4Compress(lz4_state, (const char *) plain, len, (char *) c.p);
+		}
 		if (clen > 0)
 		{
 			if (clen >= len - len / 8)
 				Fail("compressed a payload that does not save an eighth");
-			SealRaw(kind, format, ENVELOPE_FLAG_LZ4, 7, 3, c.p, clen, sealed);
+			SealRaw(kind, format, compression, 7, 3, c.p, clen, sealed);
 			GuardedFree(&c);
 			return;
 		}
@@ -222,16 +240,19 @@ ModeRoundTrip(AtrestKind kind, const unsigned char *p, size_t len)
 	size_t		pos;
 	uint8_t		mask;
 	uint8_t		format;
+	uint8_t		compression;
 
 	if (len < 3)
 		return;
 	format = (p[0] & 0x80) ? ENVELOPE_FORMAT_GCM : ENVELOPE_FORMAT_XAES;
-	pos = ((size_t) (p[0] & 0x7f) << 8) | p[1];
+	compression = (p[0] & 0x40) && format == ENVELOPE_FORMAT_XAES ?
+		ENVELOPE_FLAG_ZSTD : ENVELOPE_FLAG_LZ4;
+	pos = ((size_t) (p[0] & 0x3f) << 8) | p[1];
 	mask = p[2] ? p[2] : 1;
 	p += 3;
 	len -= 3;
 
-	SealValue(kind, format, p, len, &sealed);
+	SealValue(kind, format, compression, p, len, &sealed);
 	slen = sealed.maplen - PAGE - (size_t) (sealed.p - sealed.base);
 	if (OpenValue(kind, sealed.p, slen, &out, &outlen) != ENVELOPE_OK)
 		Fail("a freshly sealed value did not open");
@@ -260,9 +281,12 @@ ModeHeader(const unsigned char *p, size_t len)
 		EnvelopeHeader hdr;
 		EnvelopeStatus st = EnvelopeParseHeader((AtrestKind) k, p, len, &hdr);
 
+		/* flags: none, LZ4, or zstd in format 2 */
 		if (st == ENVELOPE_OK && (len < 1 || EnvelopeNonceLen(p[0]) == 0 ||
 								  len < EnvelopeOverhead(p[0]) ||
-								  (p[1] >> 4) != k || (p[1] & 0x0e) != 0))
+								  (p[1] >> 4) != k || (p[1] & 0x0c) != 0 ||
+								  (p[1] & 0x03) == 0x03 ||
+								  ((p[1] & 0x02) != 0 && p[0] != ENVELOPE_FORMAT_XAES)))
 			Fail("EnvelopeParseHeader accepted a bad header");
 		if (st == ENVELOPE_OK && (hdr.class_id != ((p[2] << 8) | p[3]) ||
 								  hdr.key_version != (((uint32_t) p[4] << 24) | ((uint32_t) p[5] << 16) |
@@ -384,7 +408,8 @@ WriteSeeds(const char *dir)
 		const char *suffix = f == ENVELOPE_FORMAT_GCM ? "-format1" : "";
 		char		name[64];
 
-		SealValue(ATREST_KIND_JSONB, (uint8_t) f, (const unsigned char *) json, sizeof(json) - 1, &s);
+		SealValue(ATREST_KIND_JSONB, (uint8_t) f, ENVELOPE_FLAG_LZ4, (const unsigned char *) json,
+				  sizeof(json) - 1, &s);
 		slen = EnvelopeOverhead((uint8_t) f) + sizeof(json) - 1;
 		snprintf(name, sizeof(name), "open-jsonb-plain%s", suffix);
 		Seed(dir, name, 0, ATREST_KIND_JSONB, s.p, slen);
@@ -398,7 +423,7 @@ WriteSeeds(const char *dir)
 		Seed(dir, name, 0, ATREST_KIND_JSONB, s.p, slen);
 		GuardedFree(&s);
 
-		SealValue(ATREST_KIND_TEXT, (uint8_t) f, big, sizeof(big), &s);
+		SealValue(ATREST_KIND_TEXT, (uint8_t) f, ENVELOPE_FLAG_LZ4, big, sizeof(big), &s);
 		slen = s.maplen - PAGE - (size_t) (s.p - s.base);
 		snprintf(name, sizeof(name), "open-text-lz4%s", suffix);
 		Seed(dir, name, 0, ATREST_KIND_TEXT, s.p, slen);
@@ -406,11 +431,20 @@ WriteSeeds(const char *dir)
 		Seed(dir, name, 0, ATREST_KIND_BYTEA, s.p, slen);
 		GuardedFree(&s);
 
-		SealValue(ATREST_KIND_BYTEA, (uint8_t) f, (const unsigned char *) "", 0, &s);
+		SealValue(ATREST_KIND_BYTEA, (uint8_t) f, ENVELOPE_FLAG_LZ4, (const unsigned char *) "", 0, &s);
 		snprintf(name, sizeof(name), "open-bytea-empty%s", suffix);
 		Seed(dir, name, 0, ATREST_KIND_BYTEA, s.p, EnvelopeOverhead((uint8_t) f));
 		GuardedFree(&s);
 	}
+	/* a zstd value (format 2 only), as a class with compression 'zstd' seals it */
+	SealValue(ATREST_KIND_TEXT, ENVELOPE_FORMAT_XAES, ENVELOPE_FLAG_ZSTD, big, sizeof(big), &s);
+	slen = s.maplen - PAGE - (size_t) (s.p - s.base);
+	if ((s.p[1] & 0x0f) != ENVELOPE_FLAG_ZSTD)
+		Fail("seed value was not zstd-compressed");
+	Seed(dir, "open-text-zstd", 0, ATREST_KIND_TEXT, s.p, slen);
+	s.p[0] = ENVELOPE_FORMAT_GCM;
+	Seed(dir, "open-text-zstd-relabelled-format1", 0, ATREST_KIND_TEXT, s.p, slen);
+	GuardedFree(&s);
 
 	/* mode 1: payloads behind an authentic tag */
 	{
@@ -433,6 +467,28 @@ WriteSeeds(const char *dir)
 		body[0] = 0x10;			/* format 1 */
 		Seed(dir, "pasttag-plain-format1", 1, ATREST_KIND_BYTEA, body, 1 + clen);
 	}
+	{
+		unsigned char zs[128];
+		size_t		clen = EnvelopeZstdCompress(zstd_cctx, (const char *) big, sizeof(big), (char *) zs);
+		unsigned char body[1 + sizeof(zs)];
+
+		if (clen == 0 || clen > sizeof(zs))
+			Fail("seed payload did not compress with zstd");
+		body[0] = ENVELOPE_FLAG_ZSTD;
+		memcpy(body + 1, zs, clen);
+		Seed(dir, "pasttag-zstd-valid", 1, ATREST_KIND_TEXT, body, 1 + clen);
+		body[1] = 0x7f;			/* a raw length far beyond the data */
+		Seed(dir, "pasttag-zstd-huge-length", 1, ATREST_KIND_TEXT, body, 1 + clen);
+		body[1] = 0;
+		body[4] = 0;			/* a raw length shorter than the data */
+		Seed(dir, "pasttag-zstd-short-length", 1, ATREST_KIND_TEXT, body, 1 + clen);
+		body[4] = zs[3];
+		body[1 + clen / 2] ^= 0x5a; /* a damaged frame */
+		Seed(dir, "pasttag-zstd-damaged", 1, ATREST_KIND_TEXT, body, 1 + clen);
+		body[0] = ENVELOPE_FLAG_LZ4;	/* zstd data labelled LZ4 */
+		body[1 + clen / 2] ^= 0x5a;
+		Seed(dir, "pasttag-zstd-as-lz4", 1, ATREST_KIND_TEXT, body, 1 + clen);
+	}
 
 	/* mode 2: plaintexts to seal, open and tamper with */
 	{
@@ -447,6 +503,8 @@ WriteSeeds(const char *dir)
 		body[1] = 40;
 		Seed(dir, "roundtrip-compressible", 2, ATREST_KIND_TEXT, body, 3 + sizeof(big));
 		Seed(dir, "roundtrip-empty", 2, ATREST_KIND_BYTEA, body, 3);
+		body[0] = 0x40;			/* zstd */
+		Seed(dir, "roundtrip-compressible-zstd", 2, ATREST_KIND_TEXT, body, 3 + sizeof(big));
 		body[0] = 0x80;			/* format 1 */
 		Seed(dir, "roundtrip-compressible-format1", 2, ATREST_KIND_TEXT, body, 3 + sizeof(big));
 	}
@@ -461,6 +519,9 @@ WriteSeeds(const char *dir)
 		Seed(dir, "header-jsonb-format1", 3, ATREST_KIND_JSONB, hdr, ENVELOPE_MIN_OVERHEAD);
 		hdr[1] = 0x3f;
 		Seed(dir, "header-bad-flags", 3, ATREST_KIND_JSONB, hdr, sizeof(hdr));
+		hdr[0] = 2;
+		hdr[1] = 0x12;
+		Seed(dir, "header-zstd", 3, ATREST_KIND_JSONB, hdr, sizeof(hdr));
 	}
 }
 
@@ -475,7 +536,9 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	dec_ctx = EnvelopeNewContext(false);
 	kdf_ctx = EnvelopeNewKdfContext();
 	lz4_state = malloc(EnvelopeLz4StateSize());
-	if (lz4_state == NULL)
+	zstd_cctx = EnvelopeZstdNewCompressor();
+	zstd_dctx = EnvelopeZstdNewDecompressor();
+	if (lz4_state == NULL || zstd_cctx == NULL || zstd_dctx == NULL)
 		Fail("out of memory");
 	/* as the backend does: three contexts, a key set into them per value */
 	if (enc_ctx == NULL || dec_ctx == NULL || kdf_ctx == NULL)
