@@ -14,6 +14,9 @@
 #   size     heap + TOAST size of each variant                              (needs insert)
 #   keyops   rotate_database_key, enable_cmk, disable_cmk against row counts
 #   provider root-key provider calls of a backend reading 100,000 values   (needs keyops)
+#   connections  fresh connections each reading one value, and pgbench point lookups with 8
+#            clients, under the service key and under a CMK behind a KMS adapter with 20 ms
+#            of latency: first-read time and KMS unwrap calls               (needs insert)
 #   purge    atrest.purge_expired() over full-size expired results (the generated
 #            documents, TOASTed), under 4 clients; lock waits from log_lock_waits
 #            (needs data; when the store exists)
@@ -86,7 +89,7 @@ $C{cmk_uri} = $ENV{ATREST_BENCH_CMK_URI} // 'pkcs11:token=atrest;object=cmk';
 $C{clients} = 4;
 
 my %want = map { $_ => 1 } ($only ? split(/,/, $only)
-	: qw(data insert read lookup size keyops provider purge));
+	: qw(data insert read lookup size keyops provider connections purge));
 
 # The proxy comparison is a script of its own, with its own clusters and report.
 if ($want{proxy})
@@ -97,8 +100,9 @@ if ($want{proxy})
 	exit 0 unless %want;
 }
 $want{compressors} = 1 if $with_compressors;
-$want{data} = 1 if $want{insert} || $want{read} || $want{lookup} || $want{size} || $want{purge} || $want{compressors};
-$want{insert} = 1 if $want{read} || $want{lookup} || $want{size};
+$want{data} = 1 if $want{insert} || $want{read} || $want{lookup} || $want{size} || $want{purge} || $want{compressors}
+  || $want{connections};
+$want{insert} = 1 if $want{read} || $want{lookup} || $want{size} || $want{connections};
 $want{keyops} = 1 if $want{provider};
 
 # The variants: same rows, same statements, different column types.
@@ -249,7 +253,7 @@ sub timed_cpu
 sub pgbench
 {
 	my ($script, $seconds, %o) = @_;
-	my @args = ('-n', '-M', 'prepared', '-c', $C{clients}, '-j', 2, '-T', $seconds, '-f', $script);
+	my @args = ('-n', '-M', 'prepared', '-c', $o{clients} // $C{clients}, '-j', 2, '-T', $seconds, '-f', $script);
 	push @args, '-l', "--log-prefix=$o{log}" if $o{log};
 	my $cmd = join(' ', $RUNUSER, '-u', 'postgres', '--', "$PG_BIN/pgbench", @args, $DB);
 	my $out = `$cmd 2>&1`;
@@ -791,6 +795,143 @@ if ($want{provider} && $cmk)
 }
 
 # ---------------------------------------------------------------------------------------
+# Fresh connections under a customer-managed key behind a slow KMS (issue 11)
+# ---------------------------------------------------------------------------------------
+# An application without a connection pooler opens a connection per request.  Under a
+# CMK, what does each fresh connection's first read cost, and how many calls does the KMS
+# see?  The KMS is the example adapter (test/kms/openssl-kms) behind a wrapper that logs
+# every call and sleeps 20 ms first, as a cloud KMS's round trip would.  The service key
+# gives the reference: same table, same statements, no provider.
+
+my %CONN;
+
+# The first read of a fresh connection: psql's \timing of one point lookup, the
+# connection set-up excluded.  Returns the milliseconds.
+sub first_read_ms
+{
+	my ($id) = @_;
+	my $out = `$RUNUSER -u postgres -- $PG_BIN/psql -X -q -At -d $DB -c '\\timing on' -c 'SELECT length(doc::text) FROM b_atrest WHERE id = $id' 2>&1`;
+	die "bench.pl: first read failed:\n$out\n" if $?;
+	my ($ms) = $out =~ /^Time: ([\d.]+) ms/m;
+	die "bench.pl: no timing in:\n$out\n" unless defined $ms;
+	return $ms;
+}
+
+# $n fresh connections, one after another; returns their first-read times.
+sub fresh_connections
+{
+	my ($n) = @_;
+	return map { first_read_ms(1 + ($_ * 7919) % $N) } 1 .. $n;
+}
+
+# $n fresh connections at once (forked psql processes, each waiting on an advisory lock
+# held here until all are connected, so that their first reads really race).
+sub connection_burst
+{
+	my ($n) = @_;
+	my $hold = "$work/burst_hold.sql";
+	spew($hold, "SELECT pg_advisory_lock(4711);\n"
+		  . "DO \$\$ BEGIN FOR i IN 1 .. 3000 LOOP EXIT WHEN (SELECT count(*) FROM pg_locks "
+		  . "WHERE locktype = 'advisory' AND objid = 4711 AND NOT granted) >= $n; PERFORM pg_sleep(0.01); "
+		  . "END LOOP; END \$\$;\n");
+	chmod 0644, $hold;
+	my @pids;
+	my $holder = fork();
+	if ($holder == 0)
+	{
+		exec($RUNUSER, '-u', 'postgres', '--', "$PG_BIN/psql", '-X', '-q', '-At', '-d', $DB, '-f', $hold) or exit 1;
+	}
+	sleep 0.05 until psql1("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4711 AND granted") eq '1';
+	for my $i (1 .. $n)
+	{
+		my $pid = fork();
+		if ($pid == 0)
+		{
+			open(STDOUT, '>', '/dev/null');
+			exec($RUNUSER, '-u', 'postgres', '--', "$PG_BIN/psql", '-X', '-q', '-At', '-d', $DB,
+				'-c', "SELECT pg_advisory_lock_shared(4711)",
+				'-c', "SELECT length(doc::text) FROM b_atrest WHERE id = $i") or exit 1;
+		}
+		push @pids, $pid;
+	}
+	# the holder's pg_sleep ends as soon as it sees all $n waiting (or after 30 s)
+	my $bad = 0;
+	for my $pid ($holder, @pids) { waitpid($pid, 0); $bad++ if $?; }
+	die "bench.pl: $bad of the burst's psql processes failed\n" if $bad;
+}
+
+sub kms_unwraps
+{
+	my $log = "$work/kms/calls.log";
+	return 0 unless -f $log;
+	return scalar(() = slurp($log) =~ /^\d+ unwrap$/mg);
+}
+
+if ($want{connections})
+{
+	my $n = $quick ? 20 : 60;
+	my $rounds = $quick ? 2 : 3;
+	my $kms = "$work/kms";
+	remove_tree($kms);
+	make_path("$kms/keys");
+	system('cp', "$here/../kms/openssl-kms", "$kms/openssl-kms") == 0 or die "bench.pl: no test/kms/openssl-kms\n";
+	spew("$kms/slow-kms", <<"EOS");
+#!/bin/sh
+# test/bench: the example KMS adapter with 20 ms of latency, logging each call
+req=\$(cat)
+op=\$(printf '%s' "\$req" | sed -n 's/.*"operation" *: *"\\([a-z]*\\)".*/\\1/p')
+echo "\$\$ \$op" >>'$kms/calls.log'
+sleep 0.02
+printf '%s' "\$req" | ATREST_KMS_DIR='$kms/keys' exec perl '$kms/openssl-kms'
+EOS
+	chmod 0755, "$kms/slow-kms", "$kms/openssl-kms";
+	system('chown', '-R', 'postgres:postgres', $kms) == 0 or die;
+	system("$RUNUSER -u postgres -- env ATREST_KMS_DIR=$kms/keys perl $kms/openssl-kms create benchcmk >/dev/null") == 0
+	  or die "bench.pl: openssl-kms create failed\n";
+	my $t0 = time;
+	system("echo '{\"version\":1,\"operation\":\"version\",\"key\":\"kms:openssl/benchcmk\"}' | $RUNUSER -u postgres -- $kms/slow-kms >/dev/null") == 0
+	  or die "bench.pl: the slow KMS adapter does not answer\n";
+	$CONN{adapter_ms} = (time - $t0) * 1000;
+	unlink "$kms/calls.log";
+	psql("ALTER SYSTEM SET atrest.kms_command = '$kms/slow-kms';\nSELECT pg_reload_conf();", db => 'postgres');
+	sleep 0.5;
+	my $enable = "SELECT atrest.enable_cmk('command', 'kms:openssl/benchcmk');";
+	my $pgb = "$work/conn_lookup.sql";
+	spew($pgb, "\\set id random(1, $N)\nSELECT length(doc::text) FROM b_atrest WHERE id = :id;\n");
+	chmod 0644, $pgb;
+	step(sprintf('fresh connections: %d connections each reading one value, service key and a CMK behind a KMS '
+		  . 'adapter of %.0f ms (20 ms of it a sleep); then pgbench point lookups, 8 clients, %d rounds', $n, $CONN{adapter_ms}, $rounds));
+	fresh_connections(3);	# warm-up, untimed
+	for my $r (1 .. $rounds)
+	{
+		for my $k (rotated($r - 1, 'service', 'cmk'))
+		{
+			psql($enable) if $k eq 'cmk';
+			my $before = kms_unwraps();
+			my @ms = fresh_connections($n);
+			record('conn', 'first_read', $k, $n, $r, median(@ms), 'ms');
+			my $seq = kms_unwraps() - $before;
+			record('conn', 'unwraps', $k, $n, $r, $seq, 'calls');
+			# the same number at once, behind a barrier, after recheck_keys() made the
+			# key cache forget the database key
+			psql('SELECT atrest.recheck_keys();');
+			$before = kms_unwraps();
+			connection_burst($n);
+			my $burst = kms_unwraps() - $before;
+			record('conn', 'burst_unwraps', $k, $n, $r, $burst, 'calls');
+			my ($tps) = pgbench($pgb, $C{lookup_seconds}, clients => 8);
+			record('conn', 'lookup', $k, $n, $r, $tps, 'tps');
+			psql('SELECT atrest.disable_cmk();') if $k eq 'cmk';
+			print sprintf("   round %d, %s: first read median %.2f ms; %d unwrap calls in %d connections one after another, "
+				  . "%d in %d at once; pgbench %.0f TPS\n", $r, $k, median(@ms), $seq, $n, $burst, $n, $tps);
+		}
+	}
+	psql("ALTER SYSTEM RESET atrest.kms_command;\nSELECT pg_reload_conf();", db => 'postgres');
+	$CONN{n} = $n;
+	$CONN{rounds} = $rounds;
+}
+
+# ---------------------------------------------------------------------------------------
 # Retention purge under load
 # ---------------------------------------------------------------------------------------
 
@@ -1163,6 +1304,28 @@ if (%PROV)
 elsif ($want{provider})
 {
 	goal(undef, 'root-key provider calls', 'one per backend per key-cache TTL', 'no usable PKCS#11 key in this sandbox');
+}
+
+if (%CONN)
+{
+	my $n = $CONN{n};
+	my @u = map { $_->[5] } grep { $_->[0] eq 'conn' && $_->[1] eq 'unwraps' && $_->[2] eq 'cmk' } @RAW;
+	my @b = map { $_->[5] } grep { $_->[0] eq 'conn' && $_->[1] eq 'burst_unwraps' && $_->[2] eq 'cmk' } @RAW;
+	my ($umax) = sort { $b <=> $a } @u, @b;
+	my ($fs, $fc) = map { med('conn', 'first_read', $_, $n) } qw(service cmk);
+	my ($ts, $tc) = map { med('conn', 'lookup', $_, $n) } qw(service cmk);
+	push @report, '', sprintf('fresh connections under a CMK (KMS adapter: %.0f ms a call, 20 ms of it a sleep), %d rounds', $CONN{adapter_ms}, $CONN{rounds}),
+	  sprintf('  first read of a fresh connection, median of %d: service key %.2f ms, CMK %.2f ms (%.2fx)', $n, $fs, $fc, $fc / $fs),
+	  sprintf('  KMS unwrap calls per %d connections: one after another %s; all at once %s', $n, join(', ', @u), join(', ', @b)),
+	  sprintf('  pgbench point lookups, 8 clients: service key %.0f TPS, CMK %.0f TPS (%.2fx)', $ts, $tc, $tc / $ts);
+	push @md, '', sprintf('Fresh connections under a CMK behind a KMS adapter of %.0f ms: %d connections made %s unwrap calls one after '
+		  . 'another and %s all at once; a fresh connection\'s first read took %.2f ms against %.2f ms on the service key (%.2fx); '
+		  . 'point lookups with 8 clients ran at %.0f TPS against %.0f (%.2fx).',
+		$CONN{adapter_ms}, $n, join('/', @u), join('/', @b), $fc, $fs, $fc / $fs, $tc, $ts, $tc / $ts);
+	goal($umax <= 2, "$n fresh connections under a CMK", '<= 2 KMS unwrap calls', sprintf('at most %d (one after another: %s; at once: %s)',
+		$umax, join(', ', @u), join(', ', @b)));
+	goal($fc / $fs <= 1.2, 'first read of a fresh connection under a CMK', '<= 1.20x of the service key', sprintf('%.2fx', $fc / $fs));
+	goal($tc / $ts >= 0.98, 'point-lookup TPS, 8 clients, under a CMK', '>= 0.98x of the service key', sprintf('%.2fx', $tc / $ts));
 }
 
 if ($PURGE{pending})
