@@ -47,7 +47,7 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
-#include "keyring.h"
+#include "service_key.h"
 #include "pg_atrest.h"
 #include "provider.h"
 #include "secure_mem.h"
