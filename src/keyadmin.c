@@ -42,8 +42,12 @@ void
 LockKeyTables(void)
 {
 	LockRelationOid(KeyTablesDatabaseKeysOid(), ExclusiveLock);
-	/* the lock may have let invalidations in: start from what is committed */
-	KeyringDrop();
+
+	/*
+	 * The lock may have let invalidations in: start from what is committed.
+	 * A re-read, which keeps the database key if its row is unchanged.
+	 */
+	KeyringRefresh();
 }
 
 /*
@@ -482,6 +486,7 @@ atrest_disable_cmk(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	LockKeyTables();
+	KeyringDrop();
 	dbk = KeyringDatabaseKey(&root);	/* a fresh load: it just asked the provider */
 	if (!root->customer)
 		ereport(ERROR,
@@ -524,6 +529,7 @@ atrest_rewrap(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	LockKeyTables();
+	KeyringDrop();
 	dbk = KeyringDatabaseKey(&root);	/* a fresh load: it just read the service key source */
 	if (KeyTablesHaveServiceKeyId())
 		newest = ServiceKeyNewestId(false);

@@ -19,8 +19,12 @@
  * its database in secure slots (secure_mem.c), loaded on first use from the
  * key tables (keytables.c).  A statement trigger on each key table sends a
  * relcache invalidation for that table; our relcache callback only marks the
- * cache stale, and the next use drops and reloads it.  Because invalidations
- * are WAL-logged, hot standbys drop their caches too.  The unwrapped
+ * cache stale, and the next use re-reads the key tables.  It keeps the
+ * unwrapped database key when the active row names the same key with the
+ * same wrapped bytes, so only a change of the root (a new database key, a
+ * re-wrap, enabling or disabling a CMK) costs a provider call; everything
+ * else is dropped and rebuilt.  Because invalidations are WAL-logged, hot
+ * standbys re-read too.  The unwrapped
  * database key is trusted for atrest.key_cache_ttl seconds; then the
  * root-key provider is asked again, so a revoked CMK stops all reads and
  * writes within that bound.
@@ -59,7 +63,8 @@ static struct
 	int			nclasses;
 	KeyClass   *classes;
 	HTAB	   *datakeys;
-	MemoryContext cxt;
+	MemoryContext cxt;			/* root: what the active row says */
+	MemoryContext rowcxt;		/* classes and data keys, rebuilt on refresh */
 }			cache;
 
 /* This session's view of the root, for atrest.key_status. */
@@ -193,9 +198,9 @@ FreeDataKey(DataKey *dk)
 	dk->key = NULL;
 }
 
-/* Drop every key this backend holds, wiping it. */
+/* Drop the key classes and data keys, wiping every data key; keep the root. */
 static void
-KeyCacheDrop(void)
+KeyCacheDropRows(void)
 {
 	if (cache.datakeys)
 	{
@@ -207,11 +212,27 @@ KeyCacheDrop(void)
 			FreeDataKey(dk);
 		hash_destroy(cache.datakeys);
 	}
+	cache.datakeys = NULL;
+	cache.classes = NULL;
+	cache.nclasses = 0;
+	if (cache.rowcxt)
+	{
+		/* callers on an error path switch back to their own context first */
+		Assert(CurrentMemoryContext != cache.rowcxt);
+		MemoryContextDelete(cache.rowcxt);
+	}
+	cache.rowcxt = NULL;
+}
+
+/* Drop every key this backend holds, wiping it. */
+static void
+KeyCacheDrop(void)
+{
+	KeyCacheDropRows();
 	SecureKeyFree(cache.dbk);
 	ServiceKeyDrop();
 	if (cache.cxt)
 	{
-		/* callers on an error path switch back to their own context first */
 		Assert(CurrentMemoryContext != cache.cxt);
 		MemoryContextDelete(cache.cxt);
 	}
@@ -277,19 +298,49 @@ CopyRootInfo(RootInfo *dst, const RootInfo *src, MemoryContext cxt)
 	dst->key_uri = src->key_uri ? MemoryContextStrdup(cxt, src->key_uri) : NULL;
 	dst->key_version = src->key_version ? MemoryContextStrdup(cxt, src->key_version) : NULL;
 	dst->service_key_id = src->service_key_id;
+	dst->recheck_at = src->recheck_at;
 	dst->wrapped = MemoryContextAlloc(cxt, VARSIZE(src->wrapped));
 	memcpy(dst->wrapped, src->wrapped, VARSIZE(src->wrapped));
 }
 
 /*
- * Load the whole hierarchy of this database into the cache.  All three key
- * tables are read with one snapshot: a rotate_database_key() that commits
- * between two scans would otherwise give us the old database key and data
- * keys already re-wrapped under the new one.
+ * Does the active row "b" describe the same wrapped database key as "a"?
+ * atrest.recheck_keys() sets recheck_at, so that every backend asks again.
+ */
+static bool
+SameRoot(const RootInfo *a, const RootInfo *b)
+{
+#define STR_EQ(x, y) (((x) == NULL && (y) == NULL) || \
+					  ((x) != NULL && (y) != NULL && strcmp((x), (y)) == 0))
+	return memcmp(a->id.data, b->id.data, UUID_LEN) == 0 &&
+		a->customer == b->customer &&
+		a->service_key_id == b->service_key_id &&
+		a->recheck_at == b->recheck_at &&
+		STR_EQ(a->provider, b->provider) &&
+		STR_EQ(a->key_uri, b->key_uri) &&
+		STR_EQ(a->key_version, b->key_version) &&
+		VARSIZE_ANY_EXHDR(a->wrapped) == VARSIZE_ANY_EXHDR(b->wrapped) &&
+		memcmp(VARDATA_ANY(a->wrapped), VARDATA_ANY(b->wrapped),
+			   VARSIZE_ANY_EXHDR(a->wrapped)) == 0;
+#undef STR_EQ
+}
+
+/*
+ * Load the hierarchy of this database into the cache, or refresh a loaded
+ * cache that an invalidation marked stale.  All three key tables are read
+ * with one snapshot: a rotate_database_key() that commits between two scans
+ * would otherwise give us the old database key and data keys already
+ * re-wrapped under the new one.
+ *
+ * A refresh keeps the unwrapped database key when the active row still
+ * names the same key with the same wrapped bytes (a data-key rotation, a
+ * new key class, GRANT, VACUUM, ANALYZE or the scrub worker's rewrite of the
+ * key tables): it asks no provider and keeps the TTL running.  Otherwise it
+ * starts over, asking the provider.
  *
  * Any step may ERROR (a lock or statement timeout or a cancel while opening
  * a key table, a provider failure, a corrupted row); KeyCacheEnsure() then
- * drops what was built.  The rows are read in a scratch context, left again
+ * drops everything.  The rows are read in a scratch context that is deleted
  * on the way out whatever happens, and everything else runs in the caller's
  * context: the cleanup never deletes a current context, without relying on
  * errfinish() having switched to ErrorContext.
@@ -298,56 +349,73 @@ static void
 KeyCacheLoad(void)
 {
 	MemoryContext caller = CurrentMemoryContext;
-	MemoryContext scratch;
-	RootInfo	root;
-	List	   *classes;
-	ListCell   *lc;
-	HASHCTL		ctl;
-	List	   *datakeys;
-	int			i = 0;
-	Snapshot	snap = KeyTableSnapshot();
+	/* the rows as read; deleted on the way out */
+	MemoryContext scratch = AllocSetContextCreate(TopMemoryContext,
+												  "pg_atrest key cache load",
+												  ALLOCSET_DEFAULT_SIZES);
 
-	cache.cxt = AllocSetContextCreate(TopMemoryContext, "pg_atrest key cache",
-									  ALLOCSET_SMALL_SIZES);
-	/* the rows as read; freed at the end, or with cache.cxt on ERROR */
-	scratch = AllocSetContextCreate(cache.cxt, "pg_atrest key cache load",
-									ALLOCSET_DEFAULT_SIZES);
-	MemoryContextSwitchTo(scratch);
 	PG_TRY();
 	{
+		RootInfo	root;
+		List	   *classes;
+		List	   *datakeys;
+		ListCell   *lc;
+		HASHCTL		ctl;
+		int			i = 0;
+		Snapshot	snap;
+
+		/* the extension may have been dropped and created again meanwhile */
+		KeyTablesForget();
+		MemoryContextSwitchTo(scratch);
+		snap = KeyTableSnapshot();
 		ReadRoot(&root, snap);
 		classes = ReadKeyClasses(snap);
 		datakeys = ReadDataKeys(snap);
+		UnregisterSnapshot(snap);
+		MemoryContextSwitchTo(caller);
+
+		if (cache.loaded && !SameRoot(&cache.root, &root))
+		{
+			KeyCacheDrop();
+			/* which forgot the key tables: the relcache callback needs them */
+			(void) KeyTablesDatabaseKeysOid();
+		}
+		KeyCacheDropRows();
+		cache.loaded = false;
+		if (cache.dbk == NULL)
+		{
+			cache.cxt = AllocSetContextCreate(TopMemoryContext, "pg_atrest key cache",
+											  ALLOCSET_SMALL_SIZES);
+			CopyRootInfo(&cache.root, &root, cache.cxt);
+			cache.dbk = SecureKeyAlloc();
+			UnwrapDatabaseKey(&cache.root, cache.dbk);
+			cache.verified_at = GetCurrentTimestamp();
+		}
+
+		cache.rowcxt = AllocSetContextCreate(TopMemoryContext, "pg_atrest key cache rows",
+											 ALLOCSET_SMALL_SIZES);
+		cache.nclasses = list_length(classes);
+		cache.classes = MemoryContextAllocZero(cache.rowcxt,
+											   sizeof(KeyClass) * Max(cache.nclasses, 1));
+		foreach(lc, classes)
+			cache.classes[i++] = *(KeyClass *) lfirst(lc);
+
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = sizeof(uint64);
+		ctl.entrysize = sizeof(DataKey);
+		ctl.hcxt = cache.rowcxt;
+		cache.datakeys = hash_create("pg_atrest data keys", 32, &ctl,
+									 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		foreach(lc, datakeys)
+			(void) CacheDataKeyRow(lfirst(lc), cache.dbk, &cache.root.id);
+		cache.loaded = true;
 	}
 	PG_FINALLY();
 	{
 		MemoryContextSwitchTo(caller);
+		MemoryContextDelete(scratch);
 	}
 	PG_END_TRY();
-
-	CopyRootInfo(&cache.root, &root, cache.cxt);
-	cache.nclasses = list_length(classes);
-	cache.classes = MemoryContextAllocZero(cache.cxt,
-										   sizeof(KeyClass) * Max(cache.nclasses, 1));
-	foreach(lc, classes)
-		cache.classes[i++] = *(KeyClass *) lfirst(lc);
-
-	cache.dbk = SecureKeyAlloc();
-	UnwrapDatabaseKey(&cache.root, cache.dbk);
-
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = sizeof(uint64);
-	ctl.entrysize = sizeof(DataKey);
-	ctl.hcxt = cache.cxt;
-	cache.datakeys = hash_create("pg_atrest data keys", 32, &ctl,
-								 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	foreach(lc, datakeys)
-		(void) CacheDataKeyRow(lfirst(lc), cache.dbk, &cache.root.id);
-	UnregisterSnapshot(snap);
-	MemoryContextDelete(scratch);
-
-	cache.verified_at = GetCurrentTimestamp();
-	cache.loaded = true;
 }
 
 /*
@@ -381,12 +449,40 @@ KeyCacheVerifyRoot(void)
 		cache.stale = true;
 }
 
+/*
+ * KeyCacheLoad(), leaving the cache "not loaded", every slot wiped, if it
+ * fails.
+ */
+static void
+KeyCacheReload(void)
+{
+	MemoryContext caller = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		KeyCacheLoad();
+	}
+	PG_CATCH();
+	{
+		/* back to the caller's context before KeyCacheDrop() deletes ours */
+		MemoryContextSwitchTo(caller);
+		KeyCacheDrop();
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+}
+
 /* Make sure the cache is loaded, current and within its TTL. */
 static void
 KeyCacheEnsure(void)
 {
 	if (cache.stale)
-		KeyCacheDrop();
+	{
+		/* invalidations arriving while we read mark it again */
+		cache.stale = false;
+		if (cache.loaded)
+			KeyCacheReload();
+	}
 	if (cache.loaded &&
 		TimestampDifferenceExceeds(cache.verified_at, GetCurrentTimestamp(),
 								   atrest_key_cache_ttl * 1000))
@@ -396,25 +492,7 @@ KeyCacheEnsure(void)
 			KeyCacheDrop();
 	}
 	if (!cache.loaded)
-	{
-		MemoryContext caller = CurrentMemoryContext;
-
-		PG_TRY();
-		{
-			KeyCacheLoad();
-		}
-		PG_CATCH();
-		{
-			/*
-			 * Back to the caller's context before KeyCacheDrop() deletes the
-			 * cache's, then leave the cache "not loaded", every slot wiped.
-			 */
-			MemoryContextSwitchTo(caller);
-			KeyCacheDrop();
-			PG_RE_THROW();
-		}
-		PG_END_TRY();
-	}
+		KeyCacheReload();
 }
 
 static KeyClass *
@@ -552,6 +630,16 @@ void
 KeyringDrop(void)
 {
 	KeyCacheDrop();
+}
+
+/*
+ * Re-read the key tables on next use, as after an invalidation: the
+ * database key is kept if its row is unchanged.
+ */
+void
+KeyringRefresh(void)
+{
+	cache.stale = true;
 }
 
 /* ---------------------------------------------------------------------

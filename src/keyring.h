@@ -31,6 +31,7 @@ extern char *KeyClassNameLookup(int32 class_id);
 struct RootInfo;
 extern const unsigned char *KeyringDatabaseKey(const struct RootInfo **root);
 extern void KeyringDrop(void);
+extern void KeyringRefresh(void);
 extern void KeyringProviderFailed(const char *provider, const char *key_uri,
 								  const char *reason) pg_attribute_noreturn();
 

@@ -35,6 +35,7 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
+#include "utils/timestamp.h"
 
 #include "keyscrub.h"
 #include "keytables.h"
@@ -54,6 +55,7 @@
 #define Anum_database_keys_key_uri		7
 #define Anum_database_keys_key_version	8
 #define Anum_database_keys_wrapped		10
+#define Anum_database_keys_recheck_at	11
 
 #define Anum_data_keys_class_id			1
 #define Anum_data_keys_version			2
@@ -366,6 +368,8 @@ RootRow(HeapTuple tup, TupleDesc desc, void *arg)
 	}
 	d = GetCol(tup, desc, Anum_database_keys_wrapped, &isnull);
 	rs->info->wrapped = isnull ? NULL : DatumGetByteaPCopy(d);
+	d = GetCol(tup, desc, Anum_database_keys_recheck_at, &isnull);
+	rs->info->recheck_at = isnull ? 0 : DatumGetTimestampTz(d);
 }
 
 /*

@@ -9,6 +9,7 @@
 #ifndef ATREST_KEYTABLES_H
 #define ATREST_KEYTABLES_H
 
+#include "datatype/timestamp.h"
 #include "nodes/pg_list.h"
 #include "utils/snapshot.h"
 #include "utils/uuid.h"
@@ -31,6 +32,7 @@ typedef struct RootInfo
 	char	   *key_version;
 	int32		service_key_id; /* of the inner wrapping; 1 in a 1.0 database */
 	bytea	   *wrapped;
+	TimestampTz recheck_at;		/* set by atrest.recheck_keys(); 0: never */
 } RootInfo;
 
 /* One row of atrest.data_keys. */

@@ -12,7 +12,12 @@
 #     one per started TTL period of the time it read (1 + floor(seconds / TTL)): never one
 #     per value or per statement;
 #  3. a parallel query (EXPLAIN ANALYZE shows its workers launched) makes one call, in the
-#     leader, and none from any other process.
+#     leader, and none from any other process;
+#  4. key-table changes that leave the database key's id and wrapped bytes as they were
+#     (rotate_data_key, create_key_class, GRANT, VACUUM, ANALYZE, the scrub worker's
+#     rewrite) make no provider call, neither in the backend that made them nor in one
+#     that reads afterwards: both re-read the rows and keep the unwrapped database key;
+#     rotate_database_key does make the reading backend ask again (a new root).
 
 use strict;
 use warnings;
@@ -106,6 +111,49 @@ my $read = q{SELECT count(*) FILTER (WHERE v::text LIKE 'value %') FROM docs};
 	is(scalar(grep { $_->[0] == $pid } @all), 1, 'the leader made one provider call');
 	is(scalar(@others), 0, 'no other process (no parallel worker) made one')
 	  or diag(join("\n", map { "@$_" } @others));
+}
+
+# --- 4. key-table changes under the same root make no provider call ----------------------
+{
+	$node->safe_psql('postgres', 'CREATE ROLE reader_role');
+	my $admin = $node->background_psql('postgres');
+	my $reader = $node->background_psql('postgres');
+	$_->query_safe('SET atrest.key_cache_ttl = 300') for ($admin, $reader);
+	my $apid = $admin->query_safe('SELECT pg_backend_pid()');
+	my $rpid = $reader->query_safe('SELECT pg_backend_pid()');
+	is($admin->query_safe($read), '2000', 'the administering backend reads (and unwraps once)');
+	is($reader->query_safe($read), '2000', 'the reading backend reads (and unwraps once)');
+	unlink $log;
+
+	my $offset = -s $node->logfile;
+	$admin->query_safe(q{SELECT * FROM atrest.rotate_data_key('default')});
+	$admin->query_safe(q{INSERT INTO docs VALUES (2001, 'value 2001')});
+	$admin->query_safe(q{SELECT atrest.create_key_class('calls_class')});
+	$admin->query_safe('GRANT SELECT ON atrest.key_events TO reader_role');
+	$admin->query_safe('GRANT SELECT ON atrest.data_keys TO reader_role');
+	$admin->query_safe('VACUUM atrest.data_keys, atrest.database_keys, atrest.key_classes');
+	$admin->query_safe('ANALYZE atrest.data_keys, atrest.database_keys, atrest.key_classes');
+	$admin->query_safe('SELECT atrest.scrub_key_tables()');
+	my $deadline = time + 60;
+	sleep 0.5 until log_since($node, $offset) =~ /key tables rewritten/ || time > $deadline;
+	like(log_since($node, $offset), qr/key tables rewritten/, 'the scrub worker rewrote the key tables');
+
+	is($admin->query_safe($read), '2001', 'the administering backend reads the new value too');
+	is($reader->query_safe($read), '2001', 'the reading backend reads the value of the new data key');
+	is($reader->query_safe(q{SELECT v FROM docs WHERE id = 2001}), 'value 2001',
+		'and opens it');
+	my @calls = provider_calls($log);
+	is(scalar(@calls), 0,
+		'data-key rotation, a new key class, GRANT, VACUUM, ANALYZE and the scrub made no provider call')
+	  or diag(join("\n", map { "@$_" } @calls));
+
+	unlink $log;
+	$admin->query_safe('SELECT atrest.rotate_database_key()');
+	is($reader->query_safe($read), '2001', 'after rotate_database_key the reader reads on');
+	is(join(',', map { $_->[1] } provider_calls($log, $rpid)), 'unwrap',
+		'with one provider call: the database key is a new one');
+	$admin->quit;
+	$reader->quit;
 }
 
 $node->stop;
