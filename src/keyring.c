@@ -15,9 +15,11 @@
  * (absent in a 1.0 database, whose keys are all under id 1) the service key
  * the inner wrapping used, and unwrapping asks for exactly that one.
  *
- * Cache invariants: each backend holds the database key and every data key of
- * its database in secure slots (secure_mem.c), loaded on first use from the
- * key tables (keytables.c).  A statement trigger on each key table sends a
+ * Cache invariants: each backend holds the database key of its database in
+ * a secure slot (secure_mem.c), loaded on first use from the key tables
+ * (keytables.c) with the key classes, and each data-key version in a slot
+ * of its own, unwrapped when a value first needs it (any number of
+ * versions; one row read each).  A statement trigger on each key table sends a
  * relcache invalidation for that table; our relcache callback only marks the
  * cache stale, and the next use re-reads the key tables.  It keeps the
  * unwrapped database key when the active row names the same key with the
@@ -66,6 +68,18 @@ static struct
 	MemoryContext cxt;			/* root: what the active row says */
 	MemoryContext rowcxt;		/* classes and data keys, rebuilt on refresh */
 }			cache;
+
+/*
+ * An entry of cache.datakeys: a data key unwrapped when a value first
+ * needed it, a retired version (no key), or a version found missing (no
+ * row) by the statement that started at "checked".
+ */
+typedef struct CachedKey
+{
+	DataKey		dk;				/* first: its hashkey is the hash key */
+	bool		missing;
+	TimestampTz checked;
+} CachedKey;
 
 /* This session's view of the root, for atrest.key_status. */
 static TimestampTz last_unwrap = 0;
@@ -243,7 +257,7 @@ KeyCacheDrop(void)
 /*
  * Enter one atrest.data_keys row into the cache, unwrapped under the
  * database key "dbk" (whose id is "dbk_id"); a retired row is remembered
- * with no key.
+ * with no key.  On ERROR the entry is gone.
  */
 static DataKey *
 CacheDataKeyRow(const DataKeyRow *row, const unsigned char *dbk, const pg_uuid_t *dbk_id)
@@ -251,41 +265,43 @@ CacheDataKeyRow(const DataKeyRow *row, const unsigned char *dbk, const pg_uuid_t
 	unsigned char aad[KEY_AAD_MAXLEN];
 	size_t		aadlen;
 	uint64		hk = ((uint64) (uint32) row->class_id << 32) | row->version;
-	DataKey    *dk;
+	CachedKey  *ck;
 	bool		found;
 
-	if (row->wrapped == NULL)
-	{
-		/* retired by atrest.retire_data_key(): remembered, never usable */
-		dk = hash_search(cache.datakeys, &hk, HASH_ENTER, &found);
-		dk->class_id = row->class_id;
-		dk->version = row->version;
-		dk->key = NULL;
-		return dk;
-	}
-
-	if (memcmp(row->dbk_id.data, dbk_id->data, UUID_LEN) != 0)
+	if (row->wrapped != NULL && memcmp(row->dbk_id.data, dbk_id->data, UUID_LEN) != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("data key version %u of key class %d is wrapped under a retired database key",
 						row->version, row->class_id)));
 
-	dk = hash_search(cache.datakeys, &hk, HASH_ENTER, &found);
-	if (!found)
+	ck = hash_search(cache.datakeys, &hk, HASH_ENTER, &found);
+	if (!found || ck->missing)
 	{
 		/* KeyCacheDrop frees every entry's slot: never leave one unset */
-		dk->key = NULL;
-		dk->class_id = row->class_id;
-		dk->version = row->version;
-		dk->key = SecureKeyAlloc();
+		ck->dk.key = NULL;
+		ck->dk.class_id = row->class_id;
+		ck->dk.version = row->version;
+		ck->missing = false;
 	}
+	if (row->wrapped == NULL)
+	{
+		/* retired by atrest.retire_data_key(): remembered, never usable */
+		FreeDataKey(&ck->dk);
+		return &ck->dk;
+	}
+	if (ck->dk.key == NULL)
+		ck->dk.key = SecureKeyAlloc();
 	aadlen = DataKeyAad(dbk_id, row->class_id, row->version, aad);
-	if (!UnwrapKey(dbk, row->wrapped, aad, aadlen, dk->key))
+	if (!UnwrapKey(dbk, row->wrapped, aad, aadlen, ck->dk.key))
+	{
+		FreeDataKey(&ck->dk);
+		hash_search(cache.datakeys, &hk, HASH_REMOVE, NULL);
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("data key version %u of key class %d is corrupted", row->version, row->class_id),
 				 errdetail("Its wrapped form in atrest.data_keys does not authenticate under the database key.")));
-	return dk;
+	}
+	return &ck->dk;
 }
 
 /* Copy a palloc'd RootInfo into "cxt". */
@@ -358,7 +374,6 @@ KeyCacheLoad(void)
 	{
 		RootInfo	root;
 		List	   *classes;
-		List	   *datakeys;
 		ListCell   *lc;
 		HASHCTL		ctl;
 		int			i = 0;
@@ -370,7 +385,6 @@ KeyCacheLoad(void)
 		snap = KeyTableSnapshot();
 		ReadRoot(&root, snap);
 		classes = ReadKeyClasses(snap);
-		datakeys = ReadDataKeys(snap);
 		UnregisterSnapshot(snap);
 		MemoryContextSwitchTo(caller);
 
@@ -402,12 +416,10 @@ KeyCacheLoad(void)
 
 		memset(&ctl, 0, sizeof(ctl));
 		ctl.keysize = sizeof(uint64);
-		ctl.entrysize = sizeof(DataKey);
+		ctl.entrysize = sizeof(CachedKey);
 		ctl.hcxt = cache.rowcxt;
 		cache.datakeys = hash_create("pg_atrest data keys", 32, &ctl,
 									 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-		foreach(lc, datakeys)
-			(void) CacheDataKeyRow(lfirst(lc), cache.dbk, &cache.root.id);
 		cache.loaded = true;
 	}
 	PG_FINALLY();
@@ -504,12 +516,73 @@ CachedClass(int32 class_id)
 	return NULL;
 }
 
+/*
+ * The data key (class_id, version), unwrapped from its row the first time
+ * it is needed; NULL if there is no such row.  A miss is remembered for the
+ * rest of the statement, so a value naming a version that does not exist
+ * costs one scan of atrest.data_keys per statement, no provider call and no
+ * reload of the rest.  The scan lets in invalidations: if they made the
+ * cache stale, it is refreshed (the root may have changed) and the lookup
+ * repeated once.
+ */
 static DataKey *
 CachedDataKey(int32 class_id, uint32 version)
 {
 	uint64		hk = ((uint64) (uint32) class_id << 32) | version;
 
-	return (DataKey *) hash_search(cache.datakeys, &hk, HASH_FIND, NULL);
+	for (int attempt = 0;; attempt++)
+	{
+		CachedKey  *ck = hash_search(cache.datakeys, &hk, HASH_FIND, NULL);
+		TimestampTz stmt = GetCurrentStatementStartTimestamp();
+		DataKeyRow	row;
+		bool		found;
+		DataKey    *dk;
+
+		if (ck != NULL && !ck->missing)
+			return &ck->dk;
+		if (ck != NULL && ck->checked == stmt)
+			return NULL;
+
+		found = ReadDataKey(class_id, version, NULL, &row);
+		if (cache.stale && attempt == 0)
+		{
+			KeyCacheEnsure();
+			continue;
+		}
+		if (!found)
+		{
+			ck = hash_search(cache.datakeys, &hk, HASH_ENTER, &found);
+			ck->dk.class_id = class_id;
+			ck->dk.version = version;
+			ck->dk.key = NULL;
+			ck->missing = true;
+			ck->checked = stmt;
+			return NULL;
+		}
+		PG_TRY();
+		{
+			dk = CacheDataKeyRow(&row, cache.dbk, &cache.root.id);
+		}
+		PG_CATCH();
+		{
+			/* a data key that does not unwrap: wipe every key, as a failed load does */
+			KeyCacheDrop();
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+		return dk;
+	}
+}
+
+/* Forget that (class_id, version) was found missing. */
+static void
+ForgetMissing(int32 class_id, uint32 version)
+{
+	uint64		hk = ((uint64) (uint32) class_id << 32) | version;
+	CachedKey  *ck = hash_search(cache.datakeys, &hk, HASH_FIND, NULL);
+
+	if (ck != NULL && ck->missing)
+		hash_search(cache.datakeys, &hk, HASH_REMOVE, NULL);
 }
 
 /* The data key new values of "class_id" are sealed with. */
@@ -552,9 +625,8 @@ KeyringActiveVersion(int32 class_id)
 }
 
 /*
- * The data key a stored value names, or NULL if there is none.  A miss
- * reloads the cache once, in case a key was added since it was loaded; in a
- * walsender, DecodingKeyMissing() may ask for one more.
+ * The data key a stored value names, or NULL if there is none.  In a
+ * walsender, DecodingKeyMissing() may ask for one more look.
  */
 DataKey *
 KeyringFindDataKey(int32 class_id, uint32 version)
@@ -563,17 +635,11 @@ KeyringFindDataKey(int32 class_id, uint32 version)
 
 	KeyCacheEnsure();
 	dk = CachedDataKey(class_id, version);
-	if (dk == NULL)
-	{
-		KeyCacheDrop();
-		KeyCacheEnsure();
-		dk = CachedDataKey(class_id, version);
-	}
 	if (dk == NULL && HistoricSnapshotActive() &&
 		DecodingKeyMissing(class_id, version))
 	{
-		KeyCacheDrop();
 		KeyCacheEnsure();
+		ForgetMissing(class_id, version);
 		dk = CachedDataKey(class_id, version);
 	}
 	if (dk != NULL && dk->key == NULL)

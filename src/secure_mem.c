@@ -19,12 +19,13 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "utils/memutils.h"
+
 #include "pg_atrest.h"
 #include "secure_mem.h"
 
 #define SECURE_PAGE_SIZE	4096
 #define SLOTS_PER_PAGE		(SECURE_PAGE_SIZE / ATREST_KEY_LEN)
-#define MAX_SECURE_PAGES	64	/* 8192 keys per backend */
 
 typedef struct SecurePage
 {
@@ -32,8 +33,10 @@ typedef struct SecurePage
 	uint64		used[SLOTS_PER_PAGE / 64];
 } SecurePage;
 
-static SecurePage pages[MAX_SECURE_PAGES];
+/* grown as needed (TopMemoryContext): no limit but the memory lock limit */
+static SecurePage *pages = NULL;
 static int	npages = 0;
+static int	maxpages = 0;
 static int	nslots_used = 0;
 static bool all_locked = true;
 static bool lock_warned = false;
@@ -45,12 +48,16 @@ SecurePageAdd(void)
 	SecurePage *page;
 	void	   *base;
 
-	if (npages >= MAX_SECURE_PAGES)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("too many keys held by this session"),
-				 errdetail("A session can hold at most %d keys at once.",
-						   MAX_SECURE_PAGES * SLOTS_PER_PAGE)));
+	if (npages >= maxpages)
+	{
+		int			newmax = Max(maxpages * 2, 8);
+
+		/* the bookkeeping is not secret: ordinary memory */
+		pages = pages == NULL ?
+			MemoryContextAlloc(TopMemoryContext, sizeof(SecurePage) * newmax) :
+			repalloc(pages, sizeof(SecurePage) * newmax);
+		maxpages = newmax;
+	}
 
 	base = mmap(NULL, SECURE_PAGE_SIZE, PROT_READ | PROT_WRITE,
 				MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

@@ -186,8 +186,10 @@ is_deeply([ map { $_->{locked} } @after ], [ map { $_->{size} } @after ],
 my ($locked, $held) = split /\|/,
   $s->query_safe('SELECT memory_locked, keys_held FROM atrest._session_key_state()');
 is($locked, 't', 'key_status: session memory locked');
-my $expect_held = $s->query_safe('SELECT count(*) + 2 FROM atrest.data_keys');
-is($held, $expect_held, 'the session holds the service key, the database key and every data key');
+# data keys are unwrapped when a value first needs one: those of "result" and "default"
+# (the read above), not the other versions and classes in atrest.data_keys
+cmp_ok($s->query_safe('SELECT count(*) FROM atrest.data_keys'), '>', 2, 'the key tables hold more than two data keys');
+is($held, 4, 'the session holds the service key, the database key and the two data keys it used');
 
 SKIP:
 {
