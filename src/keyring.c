@@ -39,13 +39,16 @@
 #include <openssl/crypto.h>
 
 #include "access/xact.h"
+#include "miscadmin.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/timeout.h"
 #include "utils/timestamp.h"
+#include "utils/wait_event.h"
 
 #include "keyring.h"
 #include "keytables.h"
@@ -65,6 +68,8 @@ static struct
 	int			nclasses;
 	KeyClass   *classes;
 	HTAB	   *datakeys;
+	int			wipe_count;		/* SecureMemWipeCount() when dbk was unwrapped */
+	const char *source;			/* where dbk came from, for key_status */
 	MemoryContext cxt;			/* root: what the active row says */
 	MemoryContext rowcxt;		/* classes and data keys, rebuilt on refresh */
 }			cache;
@@ -86,6 +91,9 @@ static TimestampTz last_unwrap = 0;
 static char *last_error = NULL;
 
 static void KeyCacheDrop(void);
+
+/* The idle wipe: a timeout at the end of the TTL (RegisterTimeout id, or -1). */
+static int	wipe_timeout = -1;
 
 /* ---------------------------------------------------------------------
  * Invalidation
@@ -242,6 +250,8 @@ KeyCacheDropRows(void)
 static void
 KeyCacheDrop(void)
 {
+	if (wipe_timeout >= 0)
+		disable_timeout(wipe_timeout, false);
 	KeyCacheDropRows();
 	SecureKeyFree(cache.dbk);
 	ServiceKeyDrop();
@@ -302,6 +312,54 @@ CacheDataKeyRow(const DataKeyRow *row, const unsigned char *dbk, const pg_uuid_t
 				 errdetail("Its wrapped form in atrest.data_keys does not authenticate under the database key.")));
 	}
 	return &ck->dk;
+}
+
+/*
+ * The idle wipe (SIGALRM handler).  At the end of the TTL every key slot of
+ * the backend is wiped, even if no query comes to trigger the re-check, so
+ * that after a revocation no unwrapped key stays in an idle backend beyond
+ * the TTL.  A signal handler may only write memory: it wipes the slots
+ * (SecureMemWipeAll) and the next key use, seeing SecureMemWipeCount()
+ * changed, drops the bookkeeping and asks the provider again.  It does so
+ * only while the backend waits for its client (ClientRead), when no key is
+ * in use; a busy backend is looked at again a second later, and re-checks
+ * the TTL at its next key use anyway.
+ */
+static void
+KeyringWipeTimeout(void)
+{
+	int			save_errno = errno;
+
+	if (*(volatile uint32 *) my_wait_event_info == WAIT_EVENT_CLIENT_READ)
+		SecureMemWipeAll();
+	else
+		enable_timeout_after(wipe_timeout, 1000);
+	errno = save_errno;
+}
+
+/* After an idle wipe every slot is zero: drop the cache's bookkeeping too. */
+static void
+KeyCacheForgetWiped(void)
+{
+	if (cache.dbk != NULL && cache.wipe_count != SecureMemWipeCount())
+		KeyCacheDrop();
+}
+
+/*
+ * Arm the idle wipe for the end of the TTL that started at verified_at.
+ * Only in client backends: background workers and walsenders do not sit
+ * idle holding keys between commands of a client.
+ */
+static void
+KeyCacheArmWipe(void)
+{
+	if (MyBackendType != B_BACKEND)
+		return;
+	if (wipe_timeout < 0)
+		wipe_timeout = RegisterTimeout(USER_TIMEOUT, KeyringWipeTimeout);
+	enable_timeout_at(wipe_timeout,
+					  TimestampTzPlusMilliseconds(cache.verified_at,
+												  (int64) atrest_key_cache_ttl * 1000));
 }
 
 /* Copy a palloc'd RootInfo into "cxt". */
@@ -402,8 +460,11 @@ KeyCacheLoad(void)
 											  ALLOCSET_SMALL_SIZES);
 			CopyRootInfo(&cache.root, &root, cache.cxt);
 			cache.dbk = SecureKeyAlloc();
+			cache.wipe_count = SecureMemWipeCount();
 			UnwrapDatabaseKey(&cache.root, cache.dbk);
+			cache.source = cache.root.customer ? "provider" : "service key";
 			cache.verified_at = GetCurrentTimestamp();
+			KeyCacheArmWipe();
 		}
 
 		cache.rowcxt = AllocSetContextCreate(TopMemoryContext, "pg_atrest key cache rows",
@@ -456,7 +517,10 @@ KeyCacheVerifyRoot(void)
 	same = CRYPTO_memcmp(check, cache.dbk, ATREST_KEY_LEN) == 0;
 	SecureKeyFree(check);
 	if (same)
+	{
 		cache.verified_at = GetCurrentTimestamp();
+		KeyCacheArmWipe();
+	}
 	else
 		cache.stale = true;
 }
@@ -488,6 +552,7 @@ KeyCacheReload(void)
 static void
 KeyCacheEnsure(void)
 {
+	KeyCacheForgetWiped();
 	if (cache.stale)
 	{
 		/* invalidations arriving while we read mark it again */
@@ -725,6 +790,7 @@ atrest_session_key_state(PG_FUNCTION_ARGS)
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "pg_atrest: return type must be a row type");
+	KeyCacheForgetWiped();
 	values[0] = BoolGetDatum(cache.loaded && !cache.stale);
 	values[1] = TimestampTzGetDatum(last_unwrap);
 	nulls[1] = (last_unwrap == 0);
@@ -732,6 +798,34 @@ atrest_session_key_state(PG_FUNCTION_ARGS)
 	nulls[2] = (last_error == NULL);
 	values[3] = BoolGetDatum(SecureMemLocked());
 	values[4] = Int32GetDatum(SecureKeysInUse());
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
+}
+
+/*
+ * atrest._session_key_source(OUT key_source text, OUT key_expires_at
+ * timestamptz): where this session's database key came from ("provider":
+ * unwrapped through the customer-managed key; "service key": under the
+ * service key alone) and when the TTL ends, when the backend wipes it even
+ * if idle; NULLs when it holds none.
+ */
+PG_FUNCTION_INFO_V1(atrest_session_key_source);
+Datum
+atrest_session_key_source(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	Datum		values[2];
+	bool		nulls[2] = {true, true};
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "pg_atrest: return type must be a row type");
+	KeyCacheForgetWiped();
+	if (cache.dbk != NULL && cache.source != NULL)
+	{
+		values[0] = CStringGetTextDatum(cache.source);
+		values[1] = TimestampTzGetDatum(TimestampTzPlusMilliseconds(cache.verified_at,
+																	(int64) atrest_key_cache_ttl * 1000));
+		nulls[0] = nulls[1] = false;
+	}
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
 }
 

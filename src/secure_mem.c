@@ -16,6 +16,7 @@
  */
 #include "postgres.h"
 
+#include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -39,6 +40,8 @@ static int	npages = 0;
 static int	maxpages = 0;
 static int	nslots_used = 0;
 static bool all_locked = true;
+/* how many times SecureMemWipeAll() ran; changed from a signal handler */
+static volatile sig_atomic_t wipe_count = 0;
 static bool lock_warned = false;
 
 /* Map, lock and hide one more page; ereport(ERROR) if it cannot be mapped. */
@@ -154,4 +157,25 @@ int
 SecureKeysInUse(void)
 {
 	return nslots_used;
+}
+
+/*
+ * Wipe every slot, leaving the bookkeeping alone: the owners find out through
+ * SecureMemWipeCount() and free their (now zero) slots on next use.  Only
+ * memory writes to pages this backend mapped: safe in a signal handler, which
+ * is where the idle wipe (keyring.c) calls it.
+ */
+void
+SecureMemWipeAll(void)
+{
+	for (int p = 0; p < npages; p++)
+		explicit_bzero(pages[p].base, SECURE_PAGE_SIZE);
+	wipe_count = wipe_count + 1;
+}
+
+/* Changes whenever SecureMemWipeAll() has run. */
+int
+SecureMemWipeCount(void)
+{
+	return wipe_count;
 }
