@@ -16,20 +16,21 @@
  * the inner wrapping used, and unwrapping asks for exactly that one.
  *
  * Cache invariants: each backend holds the database key of its database in
- * a secure slot (secure_mem.c), loaded on first use from the key tables
+ * a secure slot (secure_mem.c), read on first use from the key tables
  * (keytables.c) with the key classes, and each data-key version in a slot
  * of its own, unwrapped when a value first needs it (any number of
- * versions; one row read each).  A statement trigger on each key table sends a
- * relcache invalidation for that table; our relcache callback only marks the
- * cache stale, and the next use re-reads the key tables.  It keeps the
- * unwrapped database key when the active row names the same key with the
- * same wrapped bytes, so only a change of the root (a new database key, a
- * re-wrap, enabling or disabling a CMK) costs a provider call; everything
- * else is dropped and rebuilt.  Because invalidations are WAL-logged, hot
- * standbys re-read too.  The unwrapped
- * database key is trusted for atrest.key_cache_ttl seconds; then the
- * root-key provider is asked again, so a revoked CMK stops all reads and
- * writes within that bound.
+ * versions; one row read each).  A statement trigger on each key table
+ * sends a relcache invalidation for that table; our relcache callback only
+ * marks the cache stale, and the next use re-reads the key tables.  It
+ * keeps the unwrapped database key when the active row names the same key
+ * with the same wrapped bytes and recheck_at, so only a change of the root
+ * (a new database key, a re-wrap, enabling or disabling a CMK,
+ * recheck_keys()) costs a provider call; the classes and data keys are
+ * dropped and rebuilt.  Because invalidations are WAL-logged, hot standbys
+ * re-read too.  The unwrapped database key is trusted for
+ * atrest.key_cache_ttl seconds; then the root-key provider is asked again,
+ * so a revoked CMK stops all reads and writes within that bound, and a
+ * backend idle at that moment wipes every key it holds (KeyringWipeTimeout).
  *
  * The functions that change keys (keyadmin.c, keyretire.c) sit above this
  * file; key wrapping (keywrap.c) and the key tables below it.
