@@ -73,7 +73,14 @@ static struct
 	const char *source;			/* where dbk came from, for key_status */
 	MemoryContext cxt;			/* root: what the active row says */
 	MemoryContext rowcxt;		/* classes and data keys, rebuilt on refresh */
+	int			nmissing;		/* entries of datakeys that are "missing" */
 }			cache;
+
+/*
+ * At most this many versions are remembered as missing: values naming ever
+ * new versions that do not exist must not grow the cache without bound.
+ */
+#define MAX_MISSING_VERSIONS	1024
 
 /*
  * An entry of cache.datakeys: a data key unwrapped when a value first
@@ -238,6 +245,7 @@ KeyCacheDropRows(void)
 	cache.datakeys = NULL;
 	cache.classes = NULL;
 	cache.nclasses = 0;
+	cache.nmissing = 0;
 	if (cache.rowcxt)
 	{
 		/* callers on an error path switch back to their own context first */
@@ -286,6 +294,8 @@ CacheDataKeyRow(const DataKeyRow *row, const unsigned char *dbk, const pg_uuid_t
 						row->version, row->class_id)));
 
 	ck = hash_search(cache.datakeys, &hk, HASH_ENTER, &found);
+	if (found && ck->missing)
+		cache.nmissing--;
 	if (!found || ck->missing)
 	{
 		/* KeyCacheDrop frees every entry's slot: never leave one unset */
@@ -582,6 +592,20 @@ CachedClass(int32 class_id)
 	return NULL;
 }
 
+/* Forget every version remembered as missing (they hold no key). */
+static void
+ForgetAllMissing(void)
+{
+	HASH_SEQ_STATUS status;
+	CachedKey  *ck;
+
+	hash_seq_init(&status, cache.datakeys);
+	while ((ck = hash_seq_search(&status)) != NULL)
+		if (ck->missing)
+			hash_search(cache.datakeys, &ck->dk.hashkey, HASH_REMOVE, NULL);
+	cache.nmissing = 0;
+}
+
 /*
  * The data key (class_id, version), unwrapped from its row the first time
  * it is needed; NULL if there is no such row.  A miss is remembered for the
@@ -617,7 +641,11 @@ CachedDataKey(int32 class_id, uint32 version)
 		}
 		if (!found)
 		{
+			if (ck == NULL && cache.nmissing >= MAX_MISSING_VERSIONS)
+				ForgetAllMissing();
 			ck = hash_search(cache.datakeys, &hk, HASH_ENTER, &found);
+			if (!found)
+				cache.nmissing++;
 			ck->dk.class_id = class_id;
 			ck->dk.version = version;
 			ck->dk.key = NULL;
@@ -648,7 +676,10 @@ ForgetMissing(int32 class_id, uint32 version)
 	CachedKey  *ck = hash_search(cache.datakeys, &hk, HASH_FIND, NULL);
 
 	if (ck != NULL && ck->missing)
+	{
 		hash_search(cache.datakeys, &hk, HASH_REMOVE, NULL);
+		cache.nmissing--;
+	}
 }
 
 /* The data key new values of "class_id" are sealed with. */

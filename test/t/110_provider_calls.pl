@@ -22,7 +22,8 @@
 #     versions of "default" a fresh backend that read a value of version 1 holds one data
 #     key, and one more after reading a value of the newest; values naming a version that
 #     does not exist cost no provider call and one scan of atrest.data_keys per statement,
-#     however many of them the statement meets.
+#     however many of them the statement meets, and at most 1,024 missing versions are
+#     remembered.
 
 use strict;
 use warnings;
@@ -215,6 +216,16 @@ my $read = q{SELECT count(*) FILTER (WHERE v::text LIKE 'value %') FROM docs};
 		'50 values naming a missing version each fail as corrupted');
 	cmp_ok($b - $a, '>=', 1, 'a statement meeting one such value looks at atrest.data_keys');
 	is($c - $b, $b - $a, 'a statement meeting 50 of them looks no more often: once per statement');
+	# values naming 10,000 different missing versions: the cache remembers at most 1,024
+	is( $s->query_safe(
+			q{SELECT count(*) FROM generate_series(1000, 10999) g
+			   WHERE try_sql(format('SELECT forge_text(overlay(raw_text(v) placing %L from 3))::text FROM docs WHERE id = 1',
+			                        '\x0001'::bytea || int4send(g))) LIKE 'XX001 %'}),
+		'10000', '10,000 values naming 10,000 missing versions fail as corrupted');
+	cmp_ok(
+		$s->query_safe(
+			q{SELECT sum(total_bytes) FROM pg_backend_memory_contexts WHERE name = 'pg_atrest key cache rows'}),
+		'<', 200_000, 'and the key cache stays small: missing versions are remembered up to a bound');
 	like($s->query_safe(q{SELECT try_sql('SELECT v::text FROM forged WHERE id = 1')}),
 		qr/^XX001 /, 'the next statement fails the same way');
 	is($s->query_safe(q{SELECT count(*) FROM docs WHERE v::text LIKE 'value %'}), '2002',
