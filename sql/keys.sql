@@ -96,11 +96,14 @@ SELECT name, context FROM pg_settings
  ORDER BY name;
 CREATE ROLE atrest_regress_user2;
 SET ROLE atrest_regress_user2;
+-- 42501 (insufficient_privilege): PostgreSQL's own wording of this error changed in 16
+\set VERBOSITY sqlstate
 SHOW atrest.service_key_file;
 SHOW atrest.service_key_command;
 SHOW atrest.pkcs11_module;
 SHOW atrest.pkcs11_pin_file;
 SHOW atrest.kms_command;
+\set VERBOSITY default
 -- of the six, pg_settings shows this role only the one that names nothing
 SELECT name FROM pg_settings
  WHERE name IN ('atrest.service_key_command', 'atrest.service_key_file', 'atrest.pkcs11_module',

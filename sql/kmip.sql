@@ -2,6 +2,10 @@
 -- clean AT001 that changes nothing when no server is configured.  test/t/130_cmk_kmip.pl
 -- runs it against a real PyKMIP server.
 
+-- The settings exist once the module is loaded: at server start with shared_preload_libraries,
+-- else at the first use of an encrypted value in a session, or by LOAD, as here (make
+-- installcheck runs against servers that do not preload pg_atrest).
+LOAD 'pg_atrest';
 SELECT name, setting, unit, context FROM pg_settings WHERE name LIKE 'atrest.kmip%' ORDER BY name;
 
 -- key URIs are checked before anything is sent
@@ -22,7 +26,10 @@ SELECT count(*) AS kmip_roots FROM atrest.database_keys WHERE provider = 'kmip';
 CREATE ROLE atrest_kmip_user;
 SET ROLE atrest_kmip_user;
 SELECT count(*) AS visible FROM pg_settings WHERE name LIKE 'atrest.kmip%';
+-- 42501 (insufficient_privilege): PostgreSQL's own wording of this error changed in 16
+\set VERBOSITY sqlstate
 SHOW atrest.kmip_client_key;
 SHOW atrest.kmip_host;
+\set VERBOSITY default
 RESET ROLE;
 DROP ROLE atrest_kmip_user;

@@ -54,12 +54,44 @@ INSERT INTO null_calls (fn, call) VALUES
     ('atrest._reencrypt_pending(regclass, regclass, name)', 'SELECT atrest._reencrypt_pending(NULL, ''nulls_t'', ''doc'')'),
     ('atrest._reencrypt_pending(regclass, regclass, name)', 'SELECT atrest._reencrypt_pending(''nulls_t'', NULL, ''doc'')'),
     ('atrest._reencrypt_pending(regclass, regclass, name)', 'SELECT atrest._reencrypt_pending(''nulls_t'', ''nulls_t'', NULL)'),
+    -- encrypting an existing column
+    ('atrest.encrypt_column(regclass, name, text, integer)', 'CALL atrest.encrypt_column(NULL, ''doc'')'),
+    ('atrest.encrypt_column(regclass, name, text, integer)', 'CALL atrest.encrypt_column(''nulls_t'', NULL)'),
+    ('atrest.encrypt_column(regclass, name, text, integer)', 'CALL atrest.encrypt_column(''nulls_t'', ''doc'', NULL)'),
+    ('atrest.encrypt_column(regclass, name, text, integer)', 'CALL atrest.encrypt_column(''nulls_t'', ''doc'', ''default'', NULL)'),
+    ('atrest.decrypt_column(regclass, name, integer)', 'CALL atrest.decrypt_column(NULL, ''doc'')'),
+    ('atrest.decrypt_column(regclass, name, integer)', 'CALL atrest.decrypt_column(''nulls_t'', NULL)'),
+    ('atrest.decrypt_column(regclass, name, integer)', 'CALL atrest.decrypt_column(''nulls_t'', ''doc'', NULL)'),
     -- the models and analyze-results store
     ('atrest._check_model_id(text)', 'SELECT atrest._check_model_id(NULL)'),
     ('atrest.create_model(text, text, jsonb, bytea)', 'SELECT atrest.create_model(NULL)'),
     ('atrest.get_model(text)', 'SELECT atrest.get_model(NULL)'),
     ('atrest.delete_model(text)', 'SELECT atrest.delete_model(NULL)'),
-    ('atrest.begin_analyze(text)', 'SELECT atrest.begin_analyze(NULL)'),
+    ('atrest.begin_analyze(text, bytea, text)', 'SELECT atrest.begin_analyze(NULL)'),
+    ('atrest.begin_analyze_with_id(uuid, text, bytea, text)', 'SELECT atrest.begin_analyze_with_id(NULL, ''nulls-model'')'),
+    ('atrest.begin_analyze_with_id(uuid, text, bytea, text)', 'SELECT atrest.begin_analyze_with_id(gen_random_uuid(), NULL)'),
+    ('atrest.begin_analyze_batch_with_id(uuid, text, jsonb)', 'SELECT atrest.begin_analyze_batch_with_id(NULL, ''nulls-model'', ''{}'')'),
+    ('atrest.begin_analyze_batch_with_id(uuid, text, jsonb)', 'SELECT atrest.begin_analyze_batch_with_id(gen_random_uuid(), NULL, ''{}'')'),
+    ('atrest.begin_analyze_batch_with_id(uuid, text, jsonb)', 'SELECT atrest.begin_analyze_batch_with_id(gen_random_uuid(), ''nulls-model'', NULL)'),
+    ('atrest.get_analyze_document(text, uuid)', 'SELECT atrest.get_analyze_document(NULL, gen_random_uuid())'),
+    ('atrest.get_analyze_document(text, uuid)', 'SELECT atrest.get_analyze_document(''nulls-model'', NULL)'),
+    ('atrest.put_analyze_output(uuid, text, text, bytea)', 'SELECT atrest.put_analyze_output(NULL, ''pdf'', NULL, ''\x01'')'),
+    ('atrest.put_analyze_output(uuid, text, text, bytea)', 'SELECT atrest.put_analyze_output(gen_random_uuid(), NULL, NULL, ''\x01'')'),
+    ('atrest.put_analyze_output(uuid, text, text, bytea)', 'SELECT atrest.put_analyze_output(gen_random_uuid(), ''pdf'', NULL, NULL)'),
+    ('atrest.get_analyze_result_pdf(text, uuid)', 'SELECT atrest.get_analyze_result_pdf(NULL, gen_random_uuid())'),
+    ('atrest.get_analyze_result_pdf(text, uuid)', 'SELECT atrest.get_analyze_result_pdf(''nulls-model'', NULL)'),
+    ('atrest.get_analyze_result_figure(text, uuid, text)', 'SELECT atrest.get_analyze_result_figure(NULL, gen_random_uuid(), ''1.1'')'),
+    ('atrest.get_analyze_result_figure(text, uuid, text)', 'SELECT atrest.get_analyze_result_figure(''nulls-model'', NULL, ''1.1'')'),
+    ('atrest.get_analyze_result_figure(text, uuid, text)', 'SELECT atrest.get_analyze_result_figure(''nulls-model'', gen_random_uuid(), NULL)'),
+    ('atrest.begin_analyze_batch(text, jsonb)', 'SELECT atrest.begin_analyze_batch(NULL, ''{}'')'),
+    ('atrest.begin_analyze_batch(text, jsonb)', 'SELECT atrest.begin_analyze_batch(''nulls-model'', NULL)'),
+    ('atrest.update_analyze_batch(uuid, text, integer, jsonb)', 'SELECT atrest.update_analyze_batch(NULL, ''running'', 1, NULL)'),
+    ('atrest.update_analyze_batch(uuid, text, integer, jsonb)', 'SELECT atrest.update_analyze_batch(gen_random_uuid(), NULL, 1, NULL)'),
+    ('atrest.get_analyze_batch_result(text, uuid)', 'SELECT atrest.get_analyze_batch_result(NULL, gen_random_uuid())'),
+    ('atrest.get_analyze_batch_result(text, uuid)', 'SELECT atrest.get_analyze_batch_result(''nulls-model'', NULL)'),
+    ('atrest.list_analyze_batch_results(text)', 'SELECT atrest.list_analyze_batch_results(NULL)'),
+    ('atrest.delete_analyze_batch_result(text, uuid)', 'SELECT atrest.delete_analyze_batch_result(NULL, gen_random_uuid())'),
+    ('atrest.delete_analyze_batch_result(text, uuid)', 'SELECT atrest.delete_analyze_batch_result(''nulls-model'', NULL)'),
     ('atrest._finish_analyze(uuid, text, jsonb)', 'SELECT atrest._finish_analyze(NULL, ''succeeded'', ''{}'')'),
     ('atrest._finish_analyze(uuid, text, jsonb)', 'SELECT atrest._finish_analyze(gen_random_uuid(), ''succeeded'', NULL)'),
     ('atrest.complete_analyze(uuid, jsonb)', 'SELECT atrest.complete_analyze(NULL, ''{}'')'),
@@ -105,8 +137,10 @@ SELECT id, doc FROM nulls_t;
 
 -- The functions with arguments whose NULLs are not tried above, and why:
 --   rotate_data_key(text), rekey(text): NULL means every class;
---   _cron_job_name, _require_pg_cron, _record_purge_run: internal, called only by the
---   functions above with arguments they have checked or that are constants.
+--   _cron_job_name, _require_pg_cron, _record_purge_run, _get_analyze_output,
+--   _convert_column (the steps of encrypt_column/decrypt_column are STRICT): internal,
+--   called only by the functions above with arguments they have checked or that are
+--   constants.
 -- A function added to the extension shows up here (or below) until it is tried above.
 SELECT p.oid::regprocedure AS nulls_not_tried
   FROM pg_proc p

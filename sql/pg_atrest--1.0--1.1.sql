@@ -213,98 +213,8 @@ AS $$
     VALUES ($1, $2, pg_catalog.clock_timestamp(), $3, $4, $5, $6);
 $$;
 
-CREATE OR REPLACE FUNCTION atrest.purge_expired(batch_size integer DEFAULT 10000) RETURNS bigint
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    p       atrest.retention_policies;
-    started timestamptz;
-    got     bigint;
-    n       bigint;
-    batches integer;
-    total   bigint := 0;
-    state   text;
-    msg     text;
-BEGIN
-    IF batch_size IS NULL THEN
-        RAISE EXCEPTION 'batch_size must not be null' USING ERRCODE = '22004';
-    ELSIF batch_size < 1 THEN
-        RAISE EXCEPTION 'batch_size must be at least 1' USING ERRCODE = '22023';
-    END IF;
-    FOR p IN SELECT * FROM atrest._purgeable_policies() LOOP
-        started := pg_catalog.clock_timestamp();
-        n := 0;
-        batches := 0;
-        state := NULL;
-        BEGIN
-            LOOP
-                got := atrest._purge_batch(p.rel, p.time_column, started - p.ttl, batch_size);
-                n := n + got;
-                batches := batches + 1;
-                EXIT WHEN got < batch_size;
-            END LOOP;
-        EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
-            -- this policy's batches were rolled back with the error
-            n := 0;
-            RAISE WARNING 'the retention policy of % was not purged: %', p.rel, msg
-                USING ERRCODE = state,
-                      HINT = 'The other policies are purged; this one is recorded in atrest.purge_runs.';
-        END;
-        PERFORM atrest._record_purge_run(p.rel, started, n, batches, 'function',
-                                         state || ': ' || msg);
-        total := total + n;
-    END LOOP;
-    RETURN total;
-END;
-$$;
-
-CREATE OR REPLACE PROCEDURE atrest.purge_expired_job(batch_size integer DEFAULT 10000)
-LANGUAGE plpgsql
-AS $$
-DECLARE
-    policies atrest.retention_policies[];
-    p        atrest.retention_policies;
-    started  timestamptz;
-    got      bigint;
-    n        bigint;
-    batches  integer;
-    state    text;
-    msg      text;
-BEGIN
-    IF batch_size IS NULL THEN
-        RAISE EXCEPTION 'batch_size must not be null' USING ERRCODE = '22004';
-    ELSIF batch_size < 1 THEN
-        RAISE EXCEPTION 'batch_size must be at least 1' USING ERRCODE = '22023';
-    END IF;
-    SELECT pg_catalog.array_agg(pp) INTO policies FROM atrest._purgeable_policies() pp;
-    COMMIT;
-    FOREACH p IN ARRAY coalesce(policies, '{}') LOOP
-        started := pg_catalog.clock_timestamp();
-        n := 0;
-        batches := 0;
-        state := NULL;
-        LOOP
-            BEGIN
-                got := atrest._purge_batch(p.rel, p.time_column, started - p.ttl, batch_size);
-            EXCEPTION WHEN OTHERS THEN
-                GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
-                RAISE WARNING 'the retention policy of % was not purged: %', p.rel, msg
-                    USING ERRCODE = state,
-                          HINT = 'The other policies are purged; this one is recorded in atrest.purge_runs.';
-                EXIT;
-            END;
-            COMMIT;
-            n := n + got;
-            batches := batches + 1;
-            EXIT WHEN got < batch_size;
-        END LOOP;
-        PERFORM atrest._record_purge_run(p.rel, started, n, batches, 'job', state || ': ' || msg);
-        COMMIT;
-    END LOOP;
-END;
-$$;
+-- atrest.purge_expired and atrest.purge_expired_job are replaced once, in the
+-- store section below (they purge as the owner and also time out operations).
 
 CREATE OR REPLACE FUNCTION atrest._retention_status()
 RETURNS TABLE (rel regclass, time_column name, ttl interval, builtin boolean,
@@ -1402,6 +1312,282 @@ END;
 $$;
 
 ------------------------------------------------------------------------------
+-- Issue 10, item 5: encrypting an existing column online (src/convert.c): encrypt_column()
+-- turns a plain jsonb, bytea or text column into the matching encrypted type
+-- while the application keeps reading and writing; decrypt_column() goes
+-- back.  A shadow column filled by a trigger and by committed batches, a swap
+-- under an ACCESS EXCLUSIVE lock requested with lock_timeout (retried), then
+-- (encrypt_column) every older row version rewritten and every heap and TOAST
+-- page pruned and zeroed, so no plaintext of the column stays in the table's
+-- files.  Each step runs as the table's owner under
+-- SECURITY_RESTRICTED_OPERATION and checks that the caller owns the table and
+-- may execute encrypt_column or decrypt_column; the trigger function converts
+-- with the writer's rights.  Transaction control rules out a SET clause on
+-- the procedures, hence the schema-qualified bodies.
+------------------------------------------------------------------------------
+
+CREATE FUNCTION atrest._convert_trigger() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'atrest_convert_trigger' LANGUAGE C;
+CREATE FUNCTION atrest._convert_prepare(rel regclass, col name, key_class text, encrypt boolean)
+    RETURNS name AS 'MODULE_PATHNAME', 'atrest_convert_prepare' LANGUAGE C STRICT;
+CREATE FUNCTION atrest._convert_batch(rel regclass, col name, shadow name, batch_size integer)
+    RETURNS bigint AS 'MODULE_PATHNAME', 'atrest_convert_batch' LANGUAGE C STRICT;
+CREATE FUNCTION atrest._convert_pending(rel regclass, col name, shadow name)
+    RETURNS boolean AS 'MODULE_PATHNAME', 'atrest_convert_pending' LANGUAGE C STRICT;
+CREATE FUNCTION atrest._convert_validate(rel regclass, shadow name)
+    RETURNS void AS 'MODULE_PATHNAME', 'atrest_convert_validate' LANGUAGE C STRICT;
+CREATE FUNCTION atrest._convert_swap(rel regclass, col name, shadow name)
+    RETURNS xid AS 'MODULE_PATHNAME', 'atrest_convert_swap' LANGUAGE C STRICT;
+CREATE FUNCTION atrest._convert_rewrite(rel regclass, col name, since xid, batch_size integer)
+    RETURNS bigint AS 'MODULE_PATHNAME', 'atrest_convert_rewrite' LANGUAGE C STRICT;
+CREATE FUNCTION atrest._convert_rewrite_pending(rel regclass, since xid)
+    RETURNS boolean AS 'MODULE_PATHNAME', 'atrest_convert_rewrite_pending' LANGUAGE C STRICT;
+CREATE FUNCTION atrest._convert_scrub(rel regclass, since xid)
+    RETURNS boolean AS 'MODULE_PATHNAME', 'atrest_convert_scrub' LANGUAGE C STRICT;
+
+CREATE PROCEDURE atrest._convert_column(rel regclass, col name, key_class text,
+                                        batch_size integer, encrypt boolean)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    shadow name;
+    since  xid;
+    n      bigint;
+    tries  integer;
+    told   boolean := false;
+    start  timestamptz;
+BEGIN
+    IF rel IS NULL OR col IS NULL OR key_class IS NULL OR batch_size IS NULL THEN
+        RAISE EXCEPTION 'rel, col, key_class and batch_size must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF batch_size OPERATOR(pg_catalog.<) 1 THEN
+        RAISE EXCEPTION 'batch_size must be at least 1' USING ERRCODE = '22023';
+    END IF;
+
+    -- 1. the shadow column and its trigger (ACCESS EXCLUSIVE, lock_timeout)
+    tries := 0;
+    LOOP
+        BEGIN
+            shadow := atrest._convert_prepare(rel, col, key_class, encrypt);
+            EXIT;
+        EXCEPTION WHEN lock_not_available THEN
+            tries := tries OPERATOR(pg_catalog.+) 1;
+            IF tries OPERATOR(pg_catalog.>=) 1000 THEN
+                RAISE EXCEPTION 'could not lock table % briefly enough to convert column %', rel, col
+                    USING ERRCODE = '55P03',
+                          HINT = 'Long transactions keep the table locked; call the procedure again when they are fewer.';
+            END IF;
+        END;
+        COMMIT;
+        PERFORM pg_catalog.pg_sleep(LEAST(0.05 OPERATOR(pg_catalog.*) tries, 2));
+    END LOOP;
+    COMMIT;
+
+    IF shadow IS NOT NULL THEN
+        -- 2. fill the shadow in short committed batches; wait for locked rows
+        LOOP
+            n := atrest._convert_batch(rel, col, shadow, batch_size);
+            COMMIT;
+            CONTINUE WHEN n OPERATOR(pg_catalog.>) 0;
+            EXIT WHEN NOT atrest._convert_pending(rel, col, shadow);
+            COMMIT;
+            PERFORM pg_catalog.pg_sleep(0.2);
+        END LOOP;
+        PERFORM atrest._convert_validate(rel, shadow);
+        COMMIT;
+
+        -- 3. the swap (ACCESS EXCLUSIVE, lock_timeout)
+        tries := 0;
+        LOOP
+            BEGIN
+                since := atrest._convert_swap(rel, col, shadow);
+                EXIT;
+            EXCEPTION WHEN lock_not_available THEN
+                tries := tries OPERATOR(pg_catalog.+) 1;
+                IF tries OPERATOR(pg_catalog.>=) 1000 THEN
+                    RAISE EXCEPTION 'could not lock table % briefly enough to convert column %', rel, col
+                        USING ERRCODE = '55P03',
+                              HINT = 'Long transactions keep the table locked; call the procedure again when they are fewer.';
+                END IF;
+            END;
+            COMMIT;
+            PERFORM pg_catalog.pg_sleep(LEAST(0.05 OPERATOR(pg_catalog.*) tries, 2));
+        END LOOP;
+        COMMIT;
+    ELSIF encrypt THEN
+        -- already encrypted (an earlier call was interrupted after its swap):
+        -- rewrite every row and scrub
+        since := pg_catalog.xid(pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot()));
+        COMMIT;
+    ELSE
+        RETURN;
+    END IF;
+
+    IF encrypt THEN
+        -- 4. rewrite every row version written before the swap
+        LOOP
+            n := atrest._convert_rewrite(rel, col, since, batch_size);
+            COMMIT;
+            CONTINUE WHEN n OPERATOR(pg_catalog.>) 0;
+            EXIT WHEN NOT atrest._convert_rewrite_pending(rel, since);
+            COMMIT;
+            PERFORM pg_catalog.pg_sleep(0.2);
+        END LOOP;
+        since := pg_catalog.xid(pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot()));
+        COMMIT;
+
+        -- 5. once no snapshot sees the old versions: prune and zero every page
+        start := pg_catalog.clock_timestamp();
+        LOOP
+            EXIT WHEN atrest._convert_scrub(rel, since);
+            COMMIT;
+            IF NOT told AND (pg_catalog.clock_timestamp() OPERATOR(pg_catalog.>)
+                             (start OPERATOR(pg_catalog.+) interval '1 minute')) THEN
+                RAISE NOTICE 'waiting for transactions older than the conversion of %.% to end', rel, col
+                    USING DETAIL = 'The old plaintext row versions stay in the table''s files until no snapshot, replication slot or standby can see them.';
+                told := true;
+            END IF;
+            PERFORM pg_catalog.pg_sleep(0.5);
+        END LOOP;
+        COMMIT;
+    END IF;
+END;
+$$;
+
+CREATE PROCEDURE atrest.encrypt_column(rel regclass, col name, key_class text DEFAULT 'default',
+                                       batch_size integer DEFAULT 10000)
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    CALL atrest._convert_column(rel, col, key_class, batch_size, true);
+END;
+$$;
+
+CREATE PROCEDURE atrest.decrypt_column(rel regclass, col name, batch_size integer DEFAULT 10000)
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    CALL atrest._convert_column(rel, col, 'default', batch_size, false);
+END;
+$$;
+
+------------------------------------------------------------------------------
+-- Result ids chosen by the caller (issue 13): pg_atrest_proxy routes a
+-- result by a tag it puts in the result id (sql/pg_atrest_proxy--1.0.sql), so
+-- the id is made on the proxy and handed down.  Same checks and results as
+-- atrest.begin_analyze and atrest.begin_analyze_batch, plus 22004 for a NULL
+-- id and 23505 for an id already in use.
+------------------------------------------------------------------------------
+
+CREATE FUNCTION atrest.begin_analyze_with_id(result_id uuid, model_id text,
+                                             document bytea DEFAULT NULL,
+                                             content_type text DEFAULT NULL)
+RETURNS uuid
+LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    new_id uuid := begin_analyze_with_id.result_id;
+    ts     timestamptz := pg_catalog.clock_timestamp();
+BEGIN
+    PERFORM atrest._check_model_id(begin_analyze_with_id.model_id);
+    IF new_id IS NULL THEN
+        RAISE EXCEPTION 'result_id must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF begin_analyze_with_id.document IS NULL AND begin_analyze_with_id.content_type IS NOT NULL THEN
+        RAISE EXCEPTION 'document must not be null'
+            USING ERRCODE = '22004',
+                  DETAIL = 'A content type was given without a document.';
+    ELSIF pg_catalog.length(begin_analyze_with_id.content_type) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'invalid content type'
+            USING ERRCODE = '22023',
+                  DETAIL = 'A content type has 1 to 255 characters.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM atrest.models m WHERE m.model_id = begin_analyze_with_id.model_id) THEN
+        RAISE EXCEPTION 'model "%" does not exist', begin_analyze_with_id.model_id
+            USING ERRCODE = 'AT404';
+    END IF;
+    INSERT INTO atrest.analyze_results (result_id, model_id, status, created_at, last_updated_at)
+    VALUES (new_id, begin_analyze_with_id.model_id, 'running', ts, ts)
+    ON CONFLICT ON CONSTRAINT analyze_results_pkey DO NOTHING;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'analyze result % already exists', new_id USING ERRCODE = '23505';
+    END IF;
+    IF begin_analyze_with_id.document IS NOT NULL THEN
+        INSERT INTO atrest.analyze_documents (result_id, content_type, created_at, expires_at, document)
+        VALUES (new_id, begin_analyze_with_id.content_type, ts, ts + atrest._input_ttl(),
+                begin_analyze_with_id.document);
+    END IF;
+    RETURN new_id;
+END;
+$$;
+
+CREATE FUNCTION atrest.begin_analyze_batch_with_id(result_id uuid, model_id text, request jsonb)
+RETURNS uuid
+LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    new_id uuid := begin_analyze_batch_with_id.result_id;
+    ts     timestamptz := pg_catalog.clock_timestamp();
+BEGIN
+    PERFORM atrest._check_model_id(begin_analyze_batch_with_id.model_id);
+    IF new_id IS NULL THEN
+        RAISE EXCEPTION 'result_id must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF begin_analyze_batch_with_id.request IS NULL THEN
+        RAISE EXCEPTION 'request must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM atrest.models m WHERE m.model_id = begin_analyze_batch_with_id.model_id) THEN
+        RAISE EXCEPTION 'model "%" does not exist', begin_analyze_batch_with_id.model_id
+            USING ERRCODE = 'AT404';
+    END IF;
+    INSERT INTO atrest.analyze_batch_results (result_id, model_id, status, created_at,
+                                              last_updated_at, request)
+    VALUES (new_id, begin_analyze_batch_with_id.model_id, 'notStarted', ts, ts,
+            begin_analyze_batch_with_id.request)
+    ON CONFLICT ON CONSTRAINT analyze_batch_results_pkey DO NOTHING;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'analyze batch result % already exists', new_id USING ERRCODE = '23505';
+    END IF;
+    RETURN new_id;
+END;
+$$;
+
+------------------------------------------------------------------------------
+-- Idle backends forget (issue 11): key_status says where this session's
+-- database key came from and when the backend wipes it, idle or not.
+------------------------------------------------------------------------------
+
+CREATE FUNCTION atrest._session_key_source(OUT key_source text, OUT key_expires_at timestamptz)
+    AS 'MODULE_PATHNAME', 'atrest_session_key_source' LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION atrest._session_key_source() FROM PUBLIC;
+
+CREATE OR REPLACE VIEW atrest.key_status AS
+SELECT k.protector,
+       CASE WHEN k.protector = 'customer'
+            THEN k.provider || ' (' || k.key_uri || '), over the service key from ' || atrest._service_key_source()
+            ELSE atrest._service_key_source() END AS protector_source,
+       k.provider,
+       k.key_uri,
+       k.key_version,
+       k.protected_since,
+       k.id AS database_key_id,
+       k.created_at AS database_key_created,
+       (SELECT jsonb_object_agg(c.name, c.active_version ORDER BY c.id)
+          FROM atrest.key_classes c) AS active_data_key_versions,
+       (SELECT count(*) FROM atrest.data_keys) AS data_key_versions,
+       current_setting('atrest.key_cache_ttl')::interval AS cache_ttl,
+       s.last_unwrap AS session_last_unwrap,
+       s.last_error AS session_last_error,
+       s.memory_locked AS session_memory_locked,
+       k.service_key_id,
+       src.key_source AS session_key_source,
+       src.key_expires_at AS session_key_expires_at
+  FROM atrest.database_keys k, atrest._session_key_state() s, atrest._session_key_source() src
+ WHERE k.active;
+
+------------------------------------------------------------------------------
 -- Review finding 13: nothing in the schema is PUBLIC's unless granted; keep
 -- this section last (mirrors the last section of pg_atrest--1.1.sql).
 ------------------------------------------------------------------------------
@@ -1446,8 +1632,18 @@ GRANT EXECUTE ON FUNCTION
     atrest._needs_reseal(atrest.encrypted_text, integer),
     atrest._reencrypt_targets(regclass, name),
     atrest._reencrypt_batch(regclass, regclass, name, integer),
-    atrest._reencrypt_pending(regclass, regclass, name)
+    atrest._reencrypt_pending(regclass, regclass, name),
+    atrest._convert_trigger(),
+    atrest._convert_prepare(regclass, name, text, boolean),
+    atrest._convert_batch(regclass, name, name, integer),
+    atrest._convert_pending(regclass, name, name),
+    atrest._convert_validate(regclass, name),
+    atrest._convert_swap(regclass, name, name),
+    atrest._convert_rewrite(regclass, name, xid, integer),
+    atrest._convert_rewrite_pending(regclass, xid),
+    atrest._convert_scrub(regclass, xid)
 TO PUBLIC;
+GRANT EXECUTE ON PROCEDURE atrest._convert_column(regclass, name, text, integer, boolean) TO PUBLIC;
 
 -- PUBLIC, for the operators, operator classes, subscripting and statistics of
 -- the encrypted types (issue 10): they do no more than the casts do.
@@ -1501,38 +1697,7 @@ GRANT EXECUTE ON FUNCTION
     atrest.update_analyze_batch(uuid, text, integer, jsonb),
     atrest.get_analyze_batch_result(text, uuid),
     atrest.list_analyze_batch_results(text),
-    atrest.delete_analyze_batch_result(text, uuid)
+    atrest.delete_analyze_batch_result(text, uuid),
+    atrest.begin_analyze_with_id(uuid, text, bytea, text),
+    atrest.begin_analyze_batch_with_id(uuid, text, jsonb)
 TO atrest_service;
-
-------------------------------------------------------------------------------
--- Idle backends forget (issue 11): key_status says where this session's
--- database key came from and when the backend wipes it, idle or not.
-------------------------------------------------------------------------------
-
-CREATE FUNCTION atrest._session_key_source(OUT key_source text, OUT key_expires_at timestamptz)
-    AS 'MODULE_PATHNAME', 'atrest_session_key_source' LANGUAGE C VOLATILE;
-REVOKE ALL ON FUNCTION atrest._session_key_source() FROM PUBLIC;
-
-CREATE OR REPLACE VIEW atrest.key_status AS
-SELECT k.protector,
-       CASE WHEN k.protector = 'customer'
-            THEN k.provider || ' (' || k.key_uri || '), over the service key from ' || atrest._service_key_source()
-            ELSE atrest._service_key_source() END AS protector_source,
-       k.provider,
-       k.key_uri,
-       k.key_version,
-       k.protected_since,
-       k.id AS database_key_id,
-       k.created_at AS database_key_created,
-       (SELECT jsonb_object_agg(c.name, c.active_version ORDER BY c.id)
-          FROM atrest.key_classes c) AS active_data_key_versions,
-       (SELECT count(*) FROM atrest.data_keys) AS data_key_versions,
-       current_setting('atrest.key_cache_ttl')::interval AS cache_ttl,
-       s.last_unwrap AS session_last_unwrap,
-       s.last_error AS session_last_error,
-       s.memory_locked AS session_memory_locked,
-       k.service_key_id,
-       src.key_source AS session_key_source,
-       src.key_expires_at AS session_key_expires_at
-  FROM atrest.database_keys k, atrest._session_key_state() s, atrest._session_key_source() src
- WHERE k.active;

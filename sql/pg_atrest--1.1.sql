@@ -2098,6 +2098,89 @@ GRANT EXECUTE ON FUNCTION
 TO atrest_service;
 
 ------------------------------------------------------------------------------
+-- Result ids chosen by the caller (issue 13): pg_atrest_proxy routes a
+-- result by a tag it puts in the result id (sql/pg_atrest_proxy--1.0.sql), so
+-- the id is made on the proxy and handed down.  Same checks and results as
+-- atrest.begin_analyze and atrest.begin_analyze_batch, plus 22004 for a NULL
+-- id and 23505 for an id already in use.
+------------------------------------------------------------------------------
+
+CREATE FUNCTION atrest.begin_analyze_with_id(result_id uuid, model_id text,
+                                             document bytea DEFAULT NULL,
+                                             content_type text DEFAULT NULL)
+RETURNS uuid
+LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    new_id uuid := begin_analyze_with_id.result_id;
+    ts     timestamptz := pg_catalog.clock_timestamp();
+BEGIN
+    PERFORM atrest._check_model_id(begin_analyze_with_id.model_id);
+    IF new_id IS NULL THEN
+        RAISE EXCEPTION 'result_id must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF begin_analyze_with_id.document IS NULL AND begin_analyze_with_id.content_type IS NOT NULL THEN
+        RAISE EXCEPTION 'document must not be null'
+            USING ERRCODE = '22004',
+                  DETAIL = 'A content type was given without a document.';
+    ELSIF pg_catalog.length(begin_analyze_with_id.content_type) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'invalid content type'
+            USING ERRCODE = '22023',
+                  DETAIL = 'A content type has 1 to 255 characters.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM atrest.models m WHERE m.model_id = begin_analyze_with_id.model_id) THEN
+        RAISE EXCEPTION 'model "%" does not exist', begin_analyze_with_id.model_id
+            USING ERRCODE = 'AT404';
+    END IF;
+    INSERT INTO atrest.analyze_results (result_id, model_id, status, created_at, last_updated_at)
+    VALUES (new_id, begin_analyze_with_id.model_id, 'running', ts, ts)
+    ON CONFLICT ON CONSTRAINT analyze_results_pkey DO NOTHING;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'analyze result % already exists', new_id USING ERRCODE = '23505';
+    END IF;
+    IF begin_analyze_with_id.document IS NOT NULL THEN
+        INSERT INTO atrest.analyze_documents (result_id, content_type, created_at, expires_at, document)
+        VALUES (new_id, begin_analyze_with_id.content_type, ts, ts + atrest._input_ttl(),
+                begin_analyze_with_id.document);
+    END IF;
+    RETURN new_id;
+END;
+$$;
+
+CREATE FUNCTION atrest.begin_analyze_batch_with_id(result_id uuid, model_id text, request jsonb)
+RETURNS uuid
+LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    new_id uuid := begin_analyze_batch_with_id.result_id;
+    ts     timestamptz := pg_catalog.clock_timestamp();
+BEGIN
+    PERFORM atrest._check_model_id(begin_analyze_batch_with_id.model_id);
+    IF new_id IS NULL THEN
+        RAISE EXCEPTION 'result_id must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF begin_analyze_batch_with_id.request IS NULL THEN
+        RAISE EXCEPTION 'request must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM atrest.models m WHERE m.model_id = begin_analyze_batch_with_id.model_id) THEN
+        RAISE EXCEPTION 'model "%" does not exist', begin_analyze_batch_with_id.model_id
+            USING ERRCODE = 'AT404';
+    END IF;
+    INSERT INTO atrest.analyze_batch_results (result_id, model_id, status, created_at,
+                                              last_updated_at, request)
+    VALUES (new_id, begin_analyze_batch_with_id.model_id, 'notStarted', ts, ts,
+            begin_analyze_batch_with_id.request)
+    ON CONFLICT ON CONSTRAINT analyze_batch_results_pkey DO NOTHING;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'analyze batch result % already exists', new_id USING ERRCODE = '23505';
+    END IF;
+    RETURN new_id;
+END;
+$$;
+
+------------------------------------------------------------------------------
 -- In pg_cron's own database, with pg_cron installed, the purge job is
 -- scheduled right away; elsewhere run atrest.schedule_purge('<db>') there.
 ------------------------------------------------------------------------------
@@ -2112,6 +2195,166 @@ END;
 $$;
 
 ------------------------------------------------------------------------------
+-- Encrypting an existing column online (src/convert.c): encrypt_column()
+-- turns a plain jsonb, bytea or text column into the matching encrypted type
+-- while the application keeps reading and writing; decrypt_column() goes
+-- back.  A shadow column filled by a trigger and by committed batches, a swap
+-- under an ACCESS EXCLUSIVE lock requested with lock_timeout (retried), then
+-- (encrypt_column) every older row version rewritten and every heap and TOAST
+-- page pruned and zeroed, so no plaintext of the column stays in the table's
+-- files.  Each step runs as the table's owner under
+-- SECURITY_RESTRICTED_OPERATION and checks that the caller owns the table and
+-- may execute encrypt_column or decrypt_column; the trigger function converts
+-- with the writer's rights.  Transaction control rules out a SET clause on
+-- the procedures, hence the schema-qualified bodies.
+------------------------------------------------------------------------------
+
+CREATE FUNCTION atrest._convert_trigger() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'atrest_convert_trigger' LANGUAGE C;
+CREATE FUNCTION atrest._convert_prepare(rel regclass, col name, key_class text, encrypt boolean)
+    RETURNS name AS 'MODULE_PATHNAME', 'atrest_convert_prepare' LANGUAGE C STRICT;
+CREATE FUNCTION atrest._convert_batch(rel regclass, col name, shadow name, batch_size integer)
+    RETURNS bigint AS 'MODULE_PATHNAME', 'atrest_convert_batch' LANGUAGE C STRICT;
+CREATE FUNCTION atrest._convert_pending(rel regclass, col name, shadow name)
+    RETURNS boolean AS 'MODULE_PATHNAME', 'atrest_convert_pending' LANGUAGE C STRICT;
+CREATE FUNCTION atrest._convert_validate(rel regclass, shadow name)
+    RETURNS void AS 'MODULE_PATHNAME', 'atrest_convert_validate' LANGUAGE C STRICT;
+CREATE FUNCTION atrest._convert_swap(rel regclass, col name, shadow name)
+    RETURNS xid AS 'MODULE_PATHNAME', 'atrest_convert_swap' LANGUAGE C STRICT;
+CREATE FUNCTION atrest._convert_rewrite(rel regclass, col name, since xid, batch_size integer)
+    RETURNS bigint AS 'MODULE_PATHNAME', 'atrest_convert_rewrite' LANGUAGE C STRICT;
+CREATE FUNCTION atrest._convert_rewrite_pending(rel regclass, since xid)
+    RETURNS boolean AS 'MODULE_PATHNAME', 'atrest_convert_rewrite_pending' LANGUAGE C STRICT;
+CREATE FUNCTION atrest._convert_scrub(rel regclass, since xid)
+    RETURNS boolean AS 'MODULE_PATHNAME', 'atrest_convert_scrub' LANGUAGE C STRICT;
+
+CREATE PROCEDURE atrest._convert_column(rel regclass, col name, key_class text,
+                                        batch_size integer, encrypt boolean)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    shadow name;
+    since  xid;
+    n      bigint;
+    tries  integer;
+    told   boolean := false;
+    start  timestamptz;
+BEGIN
+    IF rel IS NULL OR col IS NULL OR key_class IS NULL OR batch_size IS NULL THEN
+        RAISE EXCEPTION 'rel, col, key_class and batch_size must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF batch_size OPERATOR(pg_catalog.<) 1 THEN
+        RAISE EXCEPTION 'batch_size must be at least 1' USING ERRCODE = '22023';
+    END IF;
+
+    -- 1. the shadow column and its trigger (ACCESS EXCLUSIVE, lock_timeout)
+    tries := 0;
+    LOOP
+        BEGIN
+            shadow := atrest._convert_prepare(rel, col, key_class, encrypt);
+            EXIT;
+        EXCEPTION WHEN lock_not_available THEN
+            tries := tries OPERATOR(pg_catalog.+) 1;
+            IF tries OPERATOR(pg_catalog.>=) 1000 THEN
+                RAISE EXCEPTION 'could not lock table % briefly enough to convert column %', rel, col
+                    USING ERRCODE = '55P03',
+                          HINT = 'Long transactions keep the table locked; call the procedure again when they are fewer.';
+            END IF;
+        END;
+        COMMIT;
+        PERFORM pg_catalog.pg_sleep(LEAST(0.05 OPERATOR(pg_catalog.*) tries, 2));
+    END LOOP;
+    COMMIT;
+
+    IF shadow IS NOT NULL THEN
+        -- 2. fill the shadow in short committed batches; wait for locked rows
+        LOOP
+            n := atrest._convert_batch(rel, col, shadow, batch_size);
+            COMMIT;
+            CONTINUE WHEN n OPERATOR(pg_catalog.>) 0;
+            EXIT WHEN NOT atrest._convert_pending(rel, col, shadow);
+            COMMIT;
+            PERFORM pg_catalog.pg_sleep(0.2);
+        END LOOP;
+        PERFORM atrest._convert_validate(rel, shadow);
+        COMMIT;
+
+        -- 3. the swap (ACCESS EXCLUSIVE, lock_timeout)
+        tries := 0;
+        LOOP
+            BEGIN
+                since := atrest._convert_swap(rel, col, shadow);
+                EXIT;
+            EXCEPTION WHEN lock_not_available THEN
+                tries := tries OPERATOR(pg_catalog.+) 1;
+                IF tries OPERATOR(pg_catalog.>=) 1000 THEN
+                    RAISE EXCEPTION 'could not lock table % briefly enough to convert column %', rel, col
+                        USING ERRCODE = '55P03',
+                              HINT = 'Long transactions keep the table locked; call the procedure again when they are fewer.';
+                END IF;
+            END;
+            COMMIT;
+            PERFORM pg_catalog.pg_sleep(LEAST(0.05 OPERATOR(pg_catalog.*) tries, 2));
+        END LOOP;
+        COMMIT;
+    ELSIF encrypt THEN
+        -- already encrypted (an earlier call was interrupted after its swap):
+        -- rewrite every row and scrub
+        since := pg_catalog.xid(pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot()));
+        COMMIT;
+    ELSE
+        RETURN;
+    END IF;
+
+    IF encrypt THEN
+        -- 4. rewrite every row version written before the swap
+        LOOP
+            n := atrest._convert_rewrite(rel, col, since, batch_size);
+            COMMIT;
+            CONTINUE WHEN n OPERATOR(pg_catalog.>) 0;
+            EXIT WHEN NOT atrest._convert_rewrite_pending(rel, since);
+            COMMIT;
+            PERFORM pg_catalog.pg_sleep(0.2);
+        END LOOP;
+        since := pg_catalog.xid(pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot()));
+        COMMIT;
+
+        -- 5. once no snapshot sees the old versions: prune and zero every page
+        start := pg_catalog.clock_timestamp();
+        LOOP
+            EXIT WHEN atrest._convert_scrub(rel, since);
+            COMMIT;
+            IF NOT told AND (pg_catalog.clock_timestamp() OPERATOR(pg_catalog.>)
+                             (start OPERATOR(pg_catalog.+) interval '1 minute')) THEN
+                RAISE NOTICE 'waiting for transactions older than the conversion of %.% to end', rel, col
+                    USING DETAIL = 'The old plaintext row versions stay in the table''s files until no snapshot, replication slot or standby can see them.';
+                told := true;
+            END IF;
+            PERFORM pg_catalog.pg_sleep(0.5);
+        END LOOP;
+        COMMIT;
+    END IF;
+END;
+$$;
+
+CREATE PROCEDURE atrest.encrypt_column(rel regclass, col name, key_class text DEFAULT 'default',
+                                       batch_size integer DEFAULT 10000)
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    CALL atrest._convert_column(rel, col, key_class, batch_size, true);
+END;
+$$;
+
+CREATE PROCEDURE atrest.decrypt_column(rel regclass, col name, batch_size integer DEFAULT 10000)
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    CALL atrest._convert_column(rel, col, 'default', batch_size, false);
+END;
+$$;
+
+------------------------------------------------------------------------------
 -- Privileges of everything above: nothing in the schema is PUBLIC's unless
 -- granted here.  Keep this section last, so that a function added anywhere
 -- above is covered (sql/privileges.sql lists what PUBLIC and atrest_service
@@ -2120,7 +2363,10 @@ $$;
 -- PUBLIC: the types' I/O and typmod functions, the casts, envelope(), and what
 -- atrest.reencrypt runs as the table's owner (_reseal, _needs_reseal) or as
 -- its caller (_reencrypt_*, which check that the caller may execute
--- atrest.reencrypt and may SELECT and UPDATE the column).
+-- atrest.reencrypt and may SELECT and UPDATE the column), and the steps of
+-- encrypt_column and decrypt_column (_convert_*, which check that the caller
+-- owns the table and may execute one of them; the trigger function converts
+-- with the writer's rights).
 ------------------------------------------------------------------------------
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA atrest FROM PUBLIC;
@@ -2163,8 +2409,18 @@ GRANT EXECUTE ON FUNCTION
     atrest._needs_reseal(atrest.encrypted_text, integer),
     atrest._reencrypt_targets(regclass, name),
     atrest._reencrypt_batch(regclass, regclass, name, integer),
-    atrest._reencrypt_pending(regclass, regclass, name)
+    atrest._reencrypt_pending(regclass, regclass, name),
+    atrest._convert_trigger(),
+    atrest._convert_prepare(regclass, name, text, boolean),
+    atrest._convert_batch(regclass, name, name, integer),
+    atrest._convert_pending(regclass, name, name),
+    atrest._convert_validate(regclass, name),
+    atrest._convert_swap(regclass, name, name),
+    atrest._convert_rewrite(regclass, name, xid, integer),
+    atrest._convert_rewrite_pending(regclass, xid),
+    atrest._convert_scrub(regclass, xid)
 TO PUBLIC;
+GRANT EXECUTE ON PROCEDURE atrest._convert_column(regclass, name, text, integer, boolean) TO PUBLIC;
 
 -- PUBLIC, for the operators, operator classes, subscripting and statistics of
 -- the encrypted types (issue 10): they do no more than the casts do.
@@ -2218,5 +2474,7 @@ GRANT EXECUTE ON FUNCTION
     atrest.update_analyze_batch(uuid, text, integer, jsonb),
     atrest.get_analyze_batch_result(text, uuid),
     atrest.list_analyze_batch_results(text),
-    atrest.delete_analyze_batch_result(text, uuid)
+    atrest.delete_analyze_batch_result(text, uuid),
+    atrest.begin_analyze_with_id(uuid, text, bytea, text),
+    atrest.begin_analyze_batch_with_id(uuid, text, jsonb)
 TO atrest_service;

@@ -14,6 +14,10 @@ $$;
 --
 -- atrest.result_ttl: a positive interval
 --
+-- The settings exist once the module is loaded: at server start with shared_preload_libraries,
+-- else at the first use of an encrypted value in a session, or by LOAD, as here (make
+-- installcheck runs against servers that do not preload pg_atrest).
+LOAD 'pg_atrest';
 SHOW atrest.result_ttl;
 SELECT setting, context FROM pg_settings WHERE name = 'atrest.result_ttl';
 SET atrest.result_ttl = '90 minutes';

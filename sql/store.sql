@@ -12,6 +12,10 @@ EXCEPTION WHEN OTHERS THEN
 END;
 $$;
 
+-- The settings exist once the module is loaded: at server start with shared_preload_libraries,
+-- else at the first use of an encrypted value in a session, or by LOAD, as here (make
+-- installcheck runs against servers that do not preload pg_atrest).
+LOAD 'pg_atrest';
 SHOW atrest.result_ttl;
 
 --

@@ -115,7 +115,11 @@ AzureAppendBase64Url(StringInfo buf, const unsigned char *data, size_t len)
 {
 	int			enclen = pg_b64_enc_len((int) len);
 	char	   *enc = palloc(enclen + 1);
+#if PG_VERSION_NUM >= 180000
+	int			n = pg_b64_encode(data, (int) len, enc, enclen);
+#else
 	int			n = pg_b64_encode((const char *) data, (int) len, enc, enclen);
+#endif
 
 	for (int i = 0; i < n; i++)
 	{

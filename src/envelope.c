@@ -29,9 +29,13 @@
 #include <openssl/rand.h>
 
 #include "utils/memutils.h"
+#if PG_VERSION_NUM >= 160000
+#include "varatt.h"			/* VARDATA and friends moved out of postgres.h */
+#endif
 
 #include "keyring.h"
 #include "envelope.h"
+#include "pg_atrest.h"
 #include "secure_mem.h"
 
 /* Scratch state of the LZ4 compressor, allocated on first use. */
@@ -58,7 +62,7 @@ AtrestKindTypeName(AtrestKind kind)
  * the operation for OpenSSL failures.  The wording is part of the interface:
  * values that do not open raise XX001 naming the type, never bytes.
  */
-static void pg_attribute_noreturn()
+pg_noreturn static void
 EnvelopeFail(AtrestKind kind, EnvelopeStatus st, const char *what)
 {
 	const char *detail = NULL;

@@ -292,7 +292,11 @@ TrivialStats(VacAttrStats *stats, AnalyzeAttrFetchFunc fetchfunc,
 		bool		isnull;
 		Datum		value;
 
+#if PG_VERSION_NUM >= 180000
+		vacuum_delay_point(true);
+#else
 		vacuum_delay_point();
+#endif
 		value = fetchfunc(stats, i, &isnull);
 		if (isnull)
 		{
@@ -315,10 +319,18 @@ encrypted_typanalyze(PG_FUNCTION_ARGS)
 {
 	VacAttrStats *stats = (VacAttrStats *) PG_GETARG_POINTER(0);
 
+#if PG_VERSION_NUM >= 170000
+	/* 17 keeps the target in VacAttrStats itself (attr is gone) */
+	if (stats->attstattarget < 0)
+		stats->attstattarget = default_statistics_target;
+	stats->compute_stats = TrivialStats;
+	stats->minrows = 300 * stats->attstattarget;
+#else
 	if (stats->attr->attstattarget < 0)
 		stats->attr->attstattarget = default_statistics_target;
 	stats->compute_stats = TrivialStats;
 	stats->minrows = 300 * stats->attr->attstattarget;
+#endif
 	PG_RETURN_BOOL(true);
 }
 

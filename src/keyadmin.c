@@ -24,6 +24,9 @@
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/uuid.h"
+#if PG_VERSION_NUM >= 160000
+#include "varatt.h"			/* VARDATA and friends moved out of postgres.h */
+#endif
 
 #include "keyadmin.h"
 #include "keyring.h"
@@ -232,7 +235,6 @@ atrest_rotate_data_key(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	char	   *only = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
 	int32		only_id = -1;
-	int			rotated = 0;
 	const unsigned char *dbk;
 	const RootInfo *root;
 	List	   *rows;
@@ -269,7 +271,6 @@ atrest_rotate_data_key(PG_FUNCTION_ARGS)
 		values[0] = CStringGetTextDatum(kc->name);
 		values[1] = Int32GetDatum((int32) next);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-		rotated++;
 	}
 	SPI_finish();
 	return (Datum) 0;

@@ -50,6 +50,9 @@
 #include "utils/timeout.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
+#if PG_VERSION_NUM >= 160000
+#include "varatt.h"			/* VARDATA and friends moved out of postgres.h */
+#endif
 
 #include "keyring.h"
 #include "keytables.h"

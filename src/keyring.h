@@ -6,6 +6,8 @@
 #ifndef ATREST_KEYRING_H
 #define ATREST_KEYRING_H
 
+#include "pg_atrest.h"			/* pg_noreturn */
+
 #define ATREST_DEFAULT_CLASS	1	/* "default": columns without a modifier */
 
 /*
@@ -32,7 +34,7 @@ struct RootInfo;
 extern const unsigned char *KeyringDatabaseKey(const struct RootInfo **root);
 extern void KeyringDrop(void);
 extern void KeyringRefresh(void);
-extern void KeyringProviderFailed(const char *provider, const char *key_uri,
-								  const char *reason) pg_attribute_noreturn();
+pg_noreturn extern void KeyringProviderFailed(const char *provider, const char *key_uri,
+											  const char *reason);
 
 #endif							/* ATREST_KEYRING_H */

@@ -44,7 +44,6 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/transam.h"
-#include "access/xloginsert.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_authid.h"
@@ -55,7 +54,6 @@
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "storage/bufmgr.h"
-#include "storage/bufpage.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lock.h"
@@ -68,11 +66,13 @@
 #include "utils/syscache.h"
 
 #include "keyscrub.h"
+#include "pagescrub.h"
 #include "pg_atrest.h"
 
 #define SCRUB_POLL_MS			500		/* horizon checks while waiting */
 #define SCRUB_RETRY_MS			1000	/* after a table was locked */
 #define SCRUB_MAX_ATTEMPTS		600		/* about ten minutes of retries */
+#define SCRUB_COVER_WAIT_MS		5000	/* a committing backend waits for a starting worker */
 
 /* The advisory lock that keeps one worker per database at work. */
 #define SCRUB_LOCK_KEY1			0x61747265	/* "atre" */
@@ -92,6 +92,9 @@ static const char *const scrub_tables[2] = {"database_keys", "data_keys"};
 static bool scrub_pending = false;
 static Oid	scrub_role = InvalidOid;
 static bool callback_registered = false;
+
+/* The last worker this backend registered (in TopMemoryContext), or NULL. */
+static BackgroundWorkerHandle *scrub_handle = NULL;
 
 /* ---------------------------------------------------------------------
  * The lock that keeps one worker per database at work
@@ -146,6 +149,9 @@ KeyScrubLaunch(Oid dboid, Oid roleid, TransactionId limit)
 {
 	BackgroundWorker worker;
 	KeyScrubArgs args;
+	MemoryContext oldcxt;
+	BackgroundWorkerHandle *handle = NULL;
+	bool		registered;
 
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
@@ -161,12 +167,70 @@ KeyScrubLaunch(Oid dboid, Oid roleid, TransactionId limit)
 	args.limit = limit;
 	memcpy(worker.bgw_extra, &args, sizeof(args));
 
-	return RegisterDynamicBackgroundWorker(&worker, NULL);
+	/* the handle outlives the transaction: the next key change looks at it */
+	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+	registered = RegisterDynamicBackgroundWorker(&worker, &handle);
+	MemoryContextSwitchTo(oldcxt);
+	if (registered)
+	{
+		if (scrub_handle != NULL)
+			pfree(scrub_handle);
+		scrub_handle = handle;
+	}
+	return registered;
+}
+
+/*
+ * Has the last worker this backend registered not started yet?  Then it will
+ * cover a change committed now: its "limit" precedes every xid of the change,
+ * and when it starts it either takes the lock (and, after its round, finds
+ * the change's row versions newer than its limit and goes round again) or
+ * finds the lock taken by a worker whose re-check comes after this commit.
+ * Without this, a burst of key changes in one session registers a worker per
+ * change faster than they start, and with the default max_worker_processes
+ * (8) the slots run out.
+ */
+static bool
+KeyScrubWorkerPending(void)
+{
+	pid_t		pid;
+
+	return scrub_handle != NULL &&
+		GetBackgroundWorkerPid(scrub_handle, &pid) == BGWH_NOT_YET_STARTED;
+}
+
+/*
+ * No worker slot was free for a change that has committed.  If this
+ * backend's last worker is still alive, it holds a slot and is either about
+ * to take the lock, at work, or past its last look for newer changes and
+ * exiting; wait (a few seconds at most) until the lock is held by some
+ * worker, whose look for newer changes comes after this commit, so it covers
+ * the change: return true; or until that worker is gone (its slot is free
+ * again): return false, and the caller tries once more.
+ */
+static bool
+KeyScrubCoveredByRunningWorker(void)
+{
+	for (int i = 0; i < SCRUB_COVER_WAIT_MS / 10; i++)
+	{
+		pid_t		pid;
+
+		if (scrub_handle == NULL ||
+			GetBackgroundWorkerPid(scrub_handle, &pid) == BGWH_STOPPED)
+			return false;
+		if (!ScrubLockTry(MyDatabaseId, false))
+			return true;
+		ScrubLockTry(MyDatabaseId, true);
+		pg_usleep(10 * 1000L);
+	}
+	return false;
 }
 
 static void
 KeyScrubXactCallback(XactEvent event, void *arg)
 {
+	TransactionId limit;
+
 	if (!scrub_pending)
 		return;
 
@@ -186,8 +250,13 @@ KeyScrubXactCallback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_COMMIT:
 			scrub_pending = false;
+			if (KeyScrubWorkerPending())
+				break;
 			/* every xid this transaction (and its subtransactions) used precedes it */
-			if (!KeyScrubLaunch(MyDatabaseId, scrub_role, ReadNextTransactionId()))
+			limit = ReadNextTransactionId();
+			if (!KeyScrubLaunch(MyDatabaseId, scrub_role, limit) &&
+				!KeyScrubCoveredByRunningWorker() &&
+				!KeyScrubLaunch(MyDatabaseId, scrub_role, limit))
 				ereport(WARNING,
 						(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 						 errmsg("superseded wrapped keys were not removed from the key tables' files"),
@@ -302,97 +371,6 @@ WaitForHorizon(TransactionId limit)
 }
 
 /*
- * Zero every byte of a heap page that belongs to no line pointer's storage:
- * the free space between pd_lower and pd_upper and any gap between tuples,
- * where pruning and compaction leave the bytes of removed row versions.  If
- * anything changed, the page is WAL-logged as a full image, so standbys get
- * the scrubbed page too.  Returns false if the page still holds a tuple that
- * is dead to everyone (VACUUM has not removed it yet).  The caller holds an
- * exclusive content lock on "buf".
- */
-static bool
-ScrubPage(Relation rel, Buffer buf, TransactionId oldest)
-{
-	Page		page = BufferGetPage(buf);
-	PageHeader	ph = (PageHeader) page;
-	static bool keep[BLCKSZ];
-	bool		dirty = false;
-	bool		clean = true;
-	OffsetNumber maxoff;
-
-	if (PageIsNew(page))
-		return true;
-	memset(keep, 0, sizeof(keep));
-	memset(keep, 1, ph->pd_lower);
-	memset(keep + ph->pd_special, 1, BLCKSZ - ph->pd_special);
-	maxoff = PageGetMaxOffsetNumber(page);
-	for (OffsetNumber off = FirstOffsetNumber; off <= maxoff; off++)
-	{
-		ItemId		id = PageGetItemId(page, off);
-
-		if (!ItemIdHasStorage(id))
-			continue;
-		memset(keep + ItemIdGetOffset(id), 1, ItemIdGetLength(id));
-		if (ItemIdIsNormal(id))
-		{
-			HeapTupleData tup;
-
-			tup.t_data = (HeapTupleHeader) PageGetItem(page, id);
-			tup.t_len = ItemIdGetLength(id);
-			tup.t_tableOid = RelationGetRelid(rel);
-			ItemPointerSet(&tup.t_self, BufferGetBlockNumber(buf), off);
-			if (HeapTupleSatisfiesVacuum(&tup, oldest, buf) == HEAPTUPLE_DEAD)
-				clean = false;
-		}
-	}
-	for (int i = 0; i < BLCKSZ && !dirty; i++)
-		dirty = !keep[i] && ((char *) page)[i] != 0;
-	if (dirty)
-	{
-		START_CRIT_SECTION();
-		for (int i = 0; i < BLCKSZ; i++)
-			if (!keep[i])
-				((char *) page)[i] = 0;
-		MarkBufferDirty(buf);
-		if (RelationNeedsWAL(rel))
-			log_newpage_buffer(buf, true);
-		END_CRIT_SECTION();
-	}
-	return clean;
-}
-
-/*
- * Scrub every page of a relation and of its TOAST table (ScrubPage).
- * AccessShareLock is enough, as for opportunistic pruning: only bytes that
- * belong to no tuple change.  Returns false if a page still holds a dead
- * tuple.
- */
-static bool
-ScrubRelationPages(Oid relid)
-{
-	Relation	rel = table_open(relid, AccessShareLock);
-	TransactionId oldest = GetOldestNonRemovableTransactionId(rel);
-	BlockNumber nblocks = RelationGetNumberOfBlocks(rel);
-	Oid			toast = rel->rd_rel->reltoastrelid;
-	bool		clean = true;
-
-	for (BlockNumber blkno = 0; blkno < nblocks; blkno++)
-	{
-		Buffer		buf = ReadBufferExtended(rel, MAIN_FORKNUM, blkno, RBM_NORMAL, NULL);
-
-		CHECK_FOR_INTERRUPTS();
-		LockBuffer(buf, BUFFER_LOCK_EXCLUSIVE);
-		if (!ScrubPage(rel, buf, oldest))
-			clean = false;
-		UnlockReleaseBuffer(buf);
-	}
-	table_close(rel, AccessShareLock);
-	if (OidIsValid(toast) && !ScrubRelationPages(toast))
-		clean = false;
-	return clean;
-}
-
-/*
  * One try: VACUUM (DISABLE_PAGE_SKIPPING, SKIP_LOCKED, TRUNCATE false) of
  * the key tables not done yet ("done" says which are), which removes the
  * dead row versions without any lock that blocks readers or writers; then
@@ -443,7 +421,7 @@ ScrubAttempt(bool *done)
 			StartTransactionCommand();
 			for (int i = 0; i < 2; i++)
 				if (!done[i])
-					done[i] = ScrubRelationPages(oids[i]);
+					done[i] = ScrubRelationPages(oids[i], false);
 			CommitTransactionCommand();
 		}
 	}

@@ -15,6 +15,10 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#if PG_VERSION_NUM >= 160000
+#include "varatt.h"			/* VARDATA and friends moved out of postgres.h */
+#endif
+
 #include "keywrap.h"
 
 static void

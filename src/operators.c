@@ -258,8 +258,9 @@ encrypted_jsonb_concat(PG_FUNCTION_ARGS)
 	Datum		b = OpenArg(fcinfo, ATREST_KIND_JSONB, 1, &fb);
 	Datum		r = DirectFunctionCall2(jsonb_concat, a, b);
 
-	FreeArg(a, fa);
-	FreeArg(b, fb);
+	/* jsonb_concat returns one of its arguments as is when the other is empty */
+	FreeArg(a, fa && DatumGetPointer(r) != DatumGetPointer(a));
+	FreeArg(b, fb && DatumGetPointer(r) != DatumGetPointer(b));
 	PG_RETURN_DATUM(r);
 }
 

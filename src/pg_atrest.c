@@ -67,11 +67,7 @@ _PG_init(void)
 	WireInit();
 	IndexGuardInit();
 
-#if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("atrest");
-#else
-	EmitWarningsOnPlaceholders("atrest");
-#endif
 }
 
 /*

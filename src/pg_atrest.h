@@ -12,6 +12,19 @@
 #include "fmgr.h"
 #include "utils/elog.h"
 
+#if PG_VERSION_NUM < 150000
+#error "pg_atrest needs PostgreSQL 15 or later"
+#endif
+
+/*
+ * PostgreSQL 18 replaced pg_attribute_noreturn(), written after a declaration,
+ * with pg_noreturn, written before it.  Earlier versions get pg_noreturn from
+ * the old macro (GCC and clang accept the attribute in front).
+ */
+#ifndef pg_noreturn
+#define pg_noreturn pg_attribute_noreturn()
+#endif
+
 #define ATREST_SCHEMA			"atrest"
 
 /*
@@ -37,5 +50,20 @@ extern void RequireArgument(FunctionCallInfo fcinfo, int argno, const char *fn, 
 extern void KeyringInit(void);
 extern void ServiceKeyInit(void);
 extern void StoreInit(void);
+
+/*
+ * Privilege checks by object: PostgreSQL 16 replaced pg_proc_aclcheck() and
+ * pg_class_ownercheck() by object_aclcheck() and object_ownercheck().
+ * Callers include utils/acl.h, catalog/pg_class.h and catalog/pg_proc.h.
+ */
+#if PG_VERSION_NUM >= 160000
+#define AtrestProcAclCheck(proc, role, mode) \
+	object_aclcheck(ProcedureRelationId, (proc), (role), (mode))
+#define AtrestRelOwnerCheck(relid, role) \
+	object_ownercheck(RelationRelationId, (relid), (role))
+#else
+#define AtrestProcAclCheck(proc, role, mode) pg_proc_aclcheck((proc), (role), (mode))
+#define AtrestRelOwnerCheck(relid, role) pg_class_ownercheck((relid), (role))
+#endif
 
 #endif							/* PG_ATREST_H */

@@ -218,7 +218,7 @@ DecodeKeySource(const char *text, size_t len, ServiceKeySet *set)
 	return NULL;
 }
 
-static void ServiceKeyFail(const char *detail, const char *detail_log) pg_attribute_noreturn();
+pg_noreturn static void ServiceKeyFail(const char *detail, const char *detail_log);
 
 /*
  * Raise AT001 "service key is unavailable".  "detail" goes to the client and

@@ -97,7 +97,7 @@ CheckCaller(Oid root, Oid part, const char *colname)
 	char	   *relname = get_rel_name(root);
 
 	proc = ReencryptProcedure();
-	if (!OidIsValid(proc) || pg_proc_aclcheck(proc, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
+	if (!OidIsValid(proc) || AtrestProcAclCheck(proc, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for procedure reencrypt")));

@@ -100,8 +100,13 @@ CheckPositiveInterval(const char *name, char **newval, void **extra)
 		GUC_check_errdetail("%s must be longer than zero.", name);
 		return false;
 	}
+#if PG_VERSION_NUM >= 160000
+	/* the GUC machinery guc_free()s extra (a pfree from 16 on): use guc_malloc */
+	parsed = (Interval *) guc_malloc(LOG, sizeof(Interval));
+#else
 	/* the GUC machinery free()s extra, so it must come from malloc */
 	parsed = (Interval *) malloc(sizeof(Interval));
+#endif
 	if (parsed == NULL)
 		return false;
 	*parsed = span;

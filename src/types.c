@@ -26,6 +26,9 @@
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/jsonb.h"
+#if PG_VERSION_NUM >= 160000
+#include "varatt.h"			/* VARDATA and friends moved out of postgres.h */
+#endif
 
 #include "envelope.h"
 #include "keyring.h"

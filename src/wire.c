@@ -380,17 +380,26 @@ WirePlanner(Query *parse, const char *query_string, int cursorOptions,
 	return result;
 }
 
+/* 18 dropped ExecutorRun's execute_once argument. */
+#if PG_VERSION_NUM >= 180000
+#define EXECUTOR_RUN_ARGS_DECL QueryDesc *queryDesc, ScanDirection direction, uint64 count
+#define EXECUTOR_RUN_ARGS queryDesc, direction, count
+#else
+#define EXECUTOR_RUN_ARGS_DECL QueryDesc *queryDesc, ScanDirection direction, uint64 count, \
+	bool execute_once
+#define EXECUTOR_RUN_ARGS queryDesc, direction, count, execute_once
+#endif
+
 static void
-WireExecutorRun(QueryDesc *queryDesc, ScanDirection direction, uint64 count,
-				bool execute_once)
+WireExecutorRun(EXECUTOR_RUN_ARGS_DECL)
 {
 	nesting_level++;
 	PG_TRY();
 	{
 		if (prev_ExecutorRun)
-			prev_ExecutorRun(queryDesc, direction, count, execute_once);
+			prev_ExecutorRun(EXECUTOR_RUN_ARGS);
 		else
-			standard_ExecutorRun(queryDesc, direction, count, execute_once);
+			standard_ExecutorRun(EXECUTOR_RUN_ARGS);
 	}
 	PG_FINALLY();
 	{

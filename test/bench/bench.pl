@@ -20,6 +20,9 @@
 #   compressors  compressors.c over the staging documents' jsonb binary form: CPU time
 #            and size of pglz, LZ4 fast, LZ4HC and zstd candidates (needs data; not in
 #            the default set: --only compressors, or --compressors with the others)
+#   proxy    the store through pg_atrest_proxy to four shards against one server directly,
+#            8 clients (test/bench/proxy.pl; starts four clusters of its own; not in the
+#            default set: --only proxy)
 #
 # Method: the variants get the same rows in the same run; every data workload gets one
 # untimed warm-up round, then is repeated with the repeats interleaved (each round visits
@@ -46,7 +49,8 @@ use Time::HiRes qw(time sleep);
 $| = 1;
 
 my $here = dirname(abs_path($0));
-my $results = "$here/results";
+# ATREST_BENCH_RESULTS: another output directory (test/sandbox bench --pg N: results/pgN)
+my $results = $ENV{ATREST_BENCH_RESULTS} // "$here/results";
 my $SB = $ENV{ATREST_SANDBOX} or die "bench.pl: ATREST_SANDBOX is not set (run test/sandbox bench)\n";
 my $PG_BIN = $ENV{PG_BIN} // '/usr/lib/postgresql/15/bin';
 my $RUNUSER = -x '/usr/sbin/runuser' ? '/usr/sbin/runuser' : '/sbin/runuser';
@@ -83,6 +87,15 @@ $C{clients} = 4;
 
 my %want = map { $_ => 1 } ($only ? split(/,/, $only)
 	: qw(data insert read lookup size keyops provider purge));
+
+# The proxy comparison is a script of its own, with its own clusters and report.
+if ($want{proxy})
+{
+	system('perl', "$here/proxy.pl", $quick ? ('--quick') : ()) == 0
+	  or die "bench.pl: test/bench/proxy.pl failed\n";
+	delete $want{proxy};
+	exit 0 unless %want;
+}
 $want{compressors} = 1 if $with_compressors;
 $want{data} = 1 if $want{insert} || $want{read} || $want{lookup} || $want{size} || $want{purge} || $want{compressors};
 $want{insert} = 1 if $want{read} || $want{lookup} || $want{size};

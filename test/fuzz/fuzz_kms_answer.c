@@ -245,6 +245,16 @@ FuzzBase64Url(const uint8_t *data, size_t size)
 }
 
 /* Mode 3: the parser's view of what the pre-scan let through. */
+
+/* PostgreSQL 16 made the JSON parser's callbacks return an error code. */
+#if PG_VERSION_NUM >= 160000
+#define SCAN_CB_TYPE JsonParseErrorType
+#define SCAN_CB_RETURN return JSON_SUCCESS
+#else
+#define SCAN_CB_TYPE void
+#define SCAN_CB_RETURN return
+#endif
+
 typedef struct ScanState
 {
 	int			depth;
@@ -252,35 +262,39 @@ typedef struct ScanState
 	bool		non_ascii;
 } ScanState;
 
-static void
+static SCAN_CB_TYPE
 ScanNestStart(void *state)
 {
 	ScanState  *s = state;
 
 	if (++s->depth > s->max_depth)
 		s->max_depth = s->depth;
+	SCAN_CB_RETURN;
 }
 
-static void
+static SCAN_CB_TYPE
 ScanNestEnd(void *state)
 {
 	((ScanState *) state)->depth--;
+	SCAN_CB_RETURN;
 }
 
-static void
+static SCAN_CB_TYPE
 ScanField(void *state, char *fname, bool isnull)
 {
 	for (const char *c = fname; c && *c; c++)
 		if ((unsigned char) *c >= 0x80)
 			((ScanState *) state)->non_ascii = true;
+	SCAN_CB_RETURN;
 }
 
-static void
+static SCAN_CB_TYPE
 ScanScalar(void *state, char *token, JsonTokenType tokentype)
 {
 	for (const char *c = token; c && *c; c++)
 		if ((unsigned char) *c >= 0x80)
 			((ScanState *) state)->non_ascii = true;
+	SCAN_CB_RETURN;
 }
 
 static void
@@ -313,7 +327,11 @@ FuzzPrescan(const uint8_t *data, size_t size)
 	sem.array_end = ScanNestEnd;
 	sem.object_field_start = ScanField;
 	sem.scalar = ScanScalar;
+#if PG_VERSION_NUM >= 170000
+	lex = makeJsonLexContextCstringLen(NULL, (char *) in.p, (int) size, PG_UTF8, true);
+#else
 	lex = makeJsonLexContextCstringLen((char *) in.p, (int) size, PG_UTF8, true);
+#endif
 	if (pg_parse_json(lex, &sem) == JSON_SUCCESS)
 	{
 		if (st.max_depth > KMS_MAX_JSON_DEPTH)

@@ -80,6 +80,8 @@ our @EXPORT = qw(
   kmip_server
   driver_fixture
   driver_checks
+  plproxy_available
+  proxy_fleet
 );
 
 =pod
@@ -206,6 +208,12 @@ More lines for postgresql.conf, appended last.
 
 Options passed to $node->init (e.g. allows_streaming => 1).
 
+=item checksums => 0
+
+Initialise without data checksums, whatever the version's default (initdb turns them
+on by default from PostgreSQL 18).  For tests that corrupt pages on disk to show that
+pg_atrest notices: with checksums, PostgreSQL refuses the page first.
+
 =item start => 1, create_extension => 1
 
 Start the node, then CREATE EXTENSION pg_atrest in the database "postgres".
@@ -225,7 +233,12 @@ sub atrest_node
 	softhsm() if $pkcs11;
 
 	my $node = PostgreSQL::Test::Cluster->new($name);
-	$node->init(%{ $opts{init} // {} });
+	my %init = %{ $opts{init} // {} };
+	if (defined $opts{checksums} && !$opts{checksums} && $node->pg_version >= 18)
+	{
+		$init{extra} = [ @{ $init{extra} // [] }, '--no-data-checksums' ];
+	}
+	$node->init(%init);
 
 	my $conf = $cron
 	  ? "shared_preload_libraries = 'pg_cron,pg_atrest'\n"
@@ -994,6 +1007,75 @@ sub secure_bytes
 		unlink $file;
 	}
 	return $bytes;
+}
+
+=pod
+
+=item plproxy_available()
+
+True when PL/Proxy is installed for the PostgreSQL under test (its plproxy.control is
+in the share directory).  Dies on PostgreSQL 15, where test/sandbox installs
+postgresql-15-plproxy: only versions without a PL/Proxy package may skip the proxy tests.
+
+=cut
+
+sub plproxy_available
+{
+	my ($sharedir) = run_command([ 'pg_config', '--sharedir' ]);
+	my ($version) = run_command([ 'pg_config', '--version' ]);
+	chomp($sharedir, $version);
+	return 1 if -f "$sharedir/extension/plproxy.control";
+	die "PL/Proxy is not installed for $version (test/sandbox installs postgresql-15-plproxy)\n"
+	  if $version =~ /^PostgreSQL 15\./;
+	return 0;
+}
+
+=pod
+
+=item proxy_fleet(shards => 4, shard_conf => '...')
+
+Starts "shards" pg_atrest clusters (shard0, shard1, ..., no pg_cron, no HSM, small:
+1MB of shared buffers) and a proxy cluster with pg_atrest_proxy, the foreign server
+atrest_shards listing the shards' sockets as p0, p1, ..., and two users on every node:
+postgres (mapped to postgres) and the login role svc (mapped to svc, a member of
+atrest_service on the shards, granted the proxy's store: atrest_proxy.grant_store).  Returns
+($proxy, @shards).  Query the proxy as svc with extra_params => [ '-U', 'svc' ].
+
+=cut
+
+sub proxy_fleet
+{
+	my (%opts) = @_;
+	my $n = $opts{shards} // 4;
+	my $small = "shared_buffers = 1MB\nfsync = off\nmax_connections = 30\n";
+	my @shards;
+	foreach my $i (0 .. $n - 1)
+	{
+		my $shard = atrest_node("shard$i", cron => 0, pkcs11 => 0,
+			conf => $small . ($opts{shard_conf} // ''));
+		$shard->safe_psql('postgres', 'CREATE ROLE svc LOGIN IN ROLE atrest_service');
+		push @shards, $shard;
+	}
+
+	my $proxy = PostgreSQL::Test::Cluster->new('proxy');
+	$proxy->init;
+	$proxy->append_conf('postgresql.conf', $small);
+	$proxy->start;
+	my $partitions = join(",\n",
+		map { sprintf("p%d 'host=%s port=%d dbname=postgres'", $_, $shards[$_]->host, $shards[$_]->port) }
+		  0 .. $n - 1);
+	$proxy->safe_psql(
+		'postgres', qq{
+		CREATE EXTENSION pg_atrest_proxy CASCADE;
+		CREATE SERVER atrest_shards FOREIGN DATA WRAPPER plproxy OPTIONS (
+			connection_lifetime '1800',
+			$partitions);
+		CREATE ROLE svc LOGIN;
+		CREATE USER MAPPING FOR postgres SERVER atrest_shards OPTIONS (user 'postgres');
+		CREATE USER MAPPING FOR svc SERVER atrest_shards OPTIONS (user 'svc');
+		GRANT USAGE ON FOREIGN SERVER atrest_shards TO svc;
+		SELECT atrest_proxy.grant_store('svc');});
+	return ($proxy, @shards);
 }
 
 1;

@@ -22,7 +22,8 @@ use Test::More;
 use AtrestTest;
 use AtrestFiles;
 
-my $node = atrest_node('corruption', cron => 0, pkcs11 => 0, conf => "autovacuum = off\n");
+my $node = atrest_node('corruption', cron => 0, pkcs11 => 0, checksums => 0,
+	conf => "autovacuum = off\n");
 
 is($node->safe_psql('postgres', 'SHOW data_checksums'),
 	'off', 'no data checksums: only pg_atrest can notice the corruption');

@@ -179,8 +179,9 @@ is( $node->safe_psql(
 		q{SELECT string_agg(format('%s|%s|%s|%s', rel, cron_job, cron_job_scheduled,
 		                           last_purge_via), ',' ORDER BY rel::text)
 		  FROM atrest.retention_status}),
-	'app_events|atrest-purge|t|job,atrest.analyze_results|atrest-purge|t|job,'
-	  . 'atrest.purge_runs|atrest-purge|t|job',
+	'app_events|atrest-purge|t|job,atrest.analyze_batch_results|atrest-purge|t|job,'
+	  . 'atrest.analyze_documents|atrest-purge|t|job,atrest.analyze_outputs|atrest-purge|t|job,'
+	  . 'atrest.analyze_results|atrest-purge|t|job,atrest.purge_runs|atrest-purge|t|job',
 	'retention_status in pg_cron\'s database shows the job and its runs');
 is( $node->safe_psql(
 		'otherdb',
@@ -188,8 +189,9 @@ is( $node->safe_psql(
 		                           coalesce(cron_job_scheduled::text, 'unknown'), last_purge_via),
 		                    ',' ORDER BY rel::text)
 		  FROM atrest.retention_status}),
-	'app_events|atrest-purge:otherdb|unknown|job,atrest.analyze_results|atrest-purge:otherdb|unknown|job,'
-	  . 'atrest.purge_runs|atrest-purge:otherdb|unknown|job',
+	'app_events|atrest-purge:otherdb|unknown|job,atrest.analyze_batch_results|atrest-purge:otherdb|unknown|job,'
+	  . 'atrest.analyze_documents|atrest-purge:otherdb|unknown|job,atrest.analyze_outputs|atrest-purge:otherdb|unknown|job,'
+	  . 'atrest.analyze_results|atrest-purge:otherdb|unknown|job,atrest.purge_runs|atrest-purge:otherdb|unknown|job',
 	'retention_status elsewhere names the job and shows the runs');
 
 # --------------------------------------------------------------------------------------

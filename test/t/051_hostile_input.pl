@@ -25,7 +25,7 @@ use Test::More;
 use AtrestTest;
 
 my $have_hsm = softhsm(fresh => 1);
-my $node = atrest_node('hostile', cron => 0, pkcs11 => 0, start => 0);
+my $node = atrest_node('hostile', cron => 0, pkcs11 => 0, checksums => 0, start => 0);
 my $dir = $node->basedir;
 my $svc_hex = '00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff';
 PostgreSQL::Test::Utils::append_to_file("$dir/service.key", "$svc_hex\n");

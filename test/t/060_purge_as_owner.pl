@@ -156,7 +156,8 @@ is( $node->safe_psql(
 	SELECT string_agg(rel::text || ':' || rows_deleted || ':' || coalesce(split_part(error, ':', 1), '-'),
 	                  ',' ORDER BY rel::text)
 	  FROM atrest.purge_runs WHERE via = 'function'}),
-	'alice.benign:5:-,alice.evts:0:42501,alice.retyped:0:42804,atrest.analyze_results:3:-,atrest.purge_runs:0:-',
+	'alice.benign:5:-,alice.evts:0:42501,alice.retyped:0:42804,atrest.analyze_batch_results:0:-,'
+	  . 'atrest.analyze_documents:0:-,atrest.analyze_outputs:0:-,atrest.analyze_results:3:-,atrest.purge_runs:0:-',
 	'purge_runs records each policy, with the reason for the two that failed');
 
 # --- the job's procedure (what pg_cron runs) -------------------------------------------
@@ -171,7 +172,8 @@ is( $node->safe_psql(
 	SELECT string_agg(rel::text || ':' || rows_deleted || ':' || coalesce(split_part(error, ':', 1), '-'),
 	                  ',' ORDER BY rel::text)
 	  FROM atrest.purge_runs WHERE via = 'job'}),
-	'alice.benign:1:-,alice.evts:0:42501,alice.retyped:0:42804,atrest.analyze_results:2:-,atrest.purge_runs:0:-',
+	'alice.benign:1:-,alice.evts:0:42501,alice.retyped:0:42804,atrest.analyze_batch_results:0:-,'
+	  . 'atrest.analyze_documents:0:-,atrest.analyze_outputs:0:-,atrest.analyze_results:2:-,atrest.purge_runs:0:-',
 	'the job purged the benign table and the analyze results, and recorded the failures');
 
 # --- once alice drops her trigger, her expired rows go --------------------------------

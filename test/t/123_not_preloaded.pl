@@ -6,7 +6,11 @@
 # - the index guard: CREATE INDEX, ALTER TABLE ... ADD UNIQUE and CREATE TABLE ... UNIQUE
 #   on an encrypted column, as the very first statement of a session, by a superuser and
 #   by a table owner without other rights, are refused (the event trigger loads the
-#   module before the statement runs), and nothing was built.
+#   module before the statement runs), and nothing was built;
+# - the settings: every one the README documents exists once the module is loaded (LOAD or
+#   the first use of an encrypted value); values from postgresql.conf and from SET before
+#   the load are in force after it, and a bad value SET before the load is refused with a
+#   WARNING at the load (PostgreSQL's placeholder rules); ALTER SYSTEM works after LOAD.
 
 use strict;
 use warnings;
@@ -63,5 +67,52 @@ is( $node->safe_psql(
 	'0',
 	'no index exists');
 is($node->safe_psql('postgres', q{SELECT to_regclass('t2') IS NULL}), 't', 't2 was not created');
+
+# --- settings without preloading ---------------------------------------------------
+my $readme = slurp_file(srcdir() . '/README.md');
+my ($table) = $readme =~ /^### Settings\n(.*?)^### /ms;
+my @documented = sort($table =~ /^\| `(atrest\.[a-z0-9_]+)` \|/mg);
+cmp_ok(scalar(@documented), '>=', 20, 'the README documents the settings in a table');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM pg_settings WHERE name LIKE 'atrest.%'}),
+	'0', 'before the load a session knows no atrest setting');
+my $after_load = $node->safe_psql('postgres',
+	q{LOAD 'pg_atrest'; SELECT name FROM pg_settings WHERE name LIKE 'atrest.%' ORDER BY name COLLATE "C"});
+is_deeply([ split /\n/, $after_load ], \@documented,
+	'after LOAD every documented setting exists, and every setting is documented');
+
+# postgresql.conf (sighup) and SET before the load (user and superuser settings)
+$node->append_conf('postgresql.conf', "atrest.kms_timeout = '25s'\natrest.service_key_timeout = '7s'\n");
+$node->reload;
+$out = $node->safe_psql(
+	'postgres', q{
+	SET atrest.result_ttl = '2 hours';
+	SET atrest.client_types = encrypted;
+	SET atrest.key_cache_ttl = 60;
+	SELECT note FROM t;
+	SHOW atrest.result_ttl;
+	SHOW atrest.client_types;
+	SHOW atrest.key_cache_ttl;
+	SHOW atrest.kms_timeout;
+	SHOW atrest.service_key_timeout;
+	SELECT atrest._result_ttl();});
+is_deeply(
+	[ split /\n/, $out ],
+	[ 'one', '2 hours', 'encrypted', '1min', '25s', '7s', '02:00:00' ],
+	'postgresql.conf values and values SET before the first use are in force after it');
+
+($rc, $stdout, $stderr) = $node->psql('postgres', q{
+	SET atrest.result_ttl = '-1 hour';
+	SELECT note FROM t;
+	SHOW atrest.result_ttl;});
+is($stdout, "one\n24 hours", 'a bad value SET before the load leaves the default');
+like($stderr, qr/WARNING:  invalid value for parameter "atrest.result_ttl": "-1 hour"/,
+	'and is reported when the module loads');
+
+# ALTER SYSTEM needs the setting known in the session (PostgreSQL 15 and 16): LOAD first
+$node->safe_psql('postgres', q{LOAD 'pg_atrest'; ALTER SYSTEM SET atrest.key_cache_ttl = 120; SELECT pg_reload_conf();});
+$node->poll_query_until('postgres', q{LOAD 'pg_atrest'; SELECT current_setting('atrest.key_cache_ttl') = '2min'},
+	"LOAD\nt")
+  or die 'ALTER SYSTEM value not in force';
+pass('ALTER SYSTEM sets a pg_atrest setting after LOAD');
 
 done_testing();
