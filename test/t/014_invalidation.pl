@@ -9,6 +9,8 @@
 #  - B rotates the database key: A reads everything and writes on.
 #  - A rotates and rolls back: A writes under the old version again, and when B then makes
 #    a version of the same number (other key material), A reads B's values with it.
+#  - B rotates the database key and a data key before A has taken B's invalidation in:
+#    the data key's row names a database key A does not hold, and A re-reads the root.
 # atrest._session_key_state().cache_loaded shows when a cache was dropped.  Finally, a hot
 # standby session drops its cache when the primary's key change is replayed, and reads the
 # values written under the new key.
@@ -141,6 +143,29 @@ is($b->query_safe(q{SELECT (v ->> 'by') || ':v' || (atrest.envelope(v)).key_vers
 is( $b->query_safe(q{SELECT count(*) FROM r WHERE v IS NOT NULL AND (v ->> 'id')::int = id}),
 	'11', 'B reads all eleven rows');
 
+# --- a data-key row newer than the root A holds ---------------------------------------
+# A reads a data key's row when a value first needs it, with a snapshot of its own, after
+# it read the database key's row.  If B's key change commits in between, the data key's
+# row may name a database key A does not hold before B's invalidation reaches A: a commit
+# is visible a moment before its invalidations are sent.  Holding the key tables' and r's
+# locks keeps A from taking invalidations in (a lock taken again does not look), which
+# makes that moment as long as the test needs: A must re-read the root and use B's key.
+
+$a->query_safe('BEGIN');
+$a->query_safe('LOCK TABLE r, atrest.data_keys, atrest.database_keys IN ACCESS SHARE MODE');
+is($a->query_safe(q{SELECT v ->> 'by' FROM r WHERE id = 10}), 'B', 'A reads in a transaction');
+my $dbk_before = $a->query_safe('SELECT database_key_id FROM atrest.key_status');
+my $dbk_after = $b->query_safe('SELECT atrest.rotate_database_key()');
+isnt($dbk_after, $dbk_before, 'B rotates the database key meanwhile');
+is($b->query_safe(q{SELECT * FROM atrest.rotate_data_key('result')}),
+	'result|5', 'and the result data key, to version 5');
+$b->query_safe(q{INSERT INTO r VALUES (12, '{"id": 12, "by": "B"}')});
+is( $a->query_safe(q{SELECT (v ->> 'by') || ':v' || (atrest.envelope(v)).key_version FROM r WHERE id = 12}),
+	'B:v5', "A reads B's value under version 5, wrapped under the database key A had not seen");
+is($a->query_safe(q{SELECT count(*) FROM r WHERE (v ->> 'id')::int = id}),
+	'12', 'and every other value, in the same transaction');
+$a->query_safe('COMMIT');
+
 $a->quit;
 $b->quit;
 
@@ -158,26 +183,26 @@ $node->wait_for_catchup($standby);
 
 my $s = $standby->background_psql('postgres');
 is($s->query_safe('SELECT pg_is_in_recovery()'), 't', 'the standby is in recovery');
-is($s->query_safe(q{SELECT count(*) FROM r WHERE (v ->> 'id')::int = id}), '11',
+is($s->query_safe(q{SELECT count(*) FROM r WHERE (v ->> 'id')::int = id}), '12',
 	'a standby session reads the values');
 is(cache_loaded($s), 't', "the standby session's cache is loaded");
 
 is($node->safe_psql('postgres', q{SELECT key_version FROM atrest.rotate_data_key('result')}),
-	'5', 'the primary rotates to version 5');
-$node->safe_psql('postgres', q{INSERT INTO r VALUES (12, '{"id": 12, "by": "primary"}')});
+	'6', 'the primary rotates to version 6');
+$node->safe_psql('postgres', q{INSERT INTO r VALUES (13, '{"id": 13, "by": "primary"}')});
 $node->wait_for_catchup($standby);
 
 is(cache_loaded($s), 'f', "replaying the rotation made the standby session drop its cache");
-is( $s->query_safe(q{SELECT (v ->> 'by') || ':v' || (atrest.envelope(v)).key_version FROM r WHERE id = 12}),
-	'primary:v5', 'the standby session reads the value written under version 5');
+is( $s->query_safe(q{SELECT (v ->> 'by') || ':v' || (atrest.envelope(v)).key_version FROM r WHERE id = 13}),
+	'primary:v6', 'the standby session reads the value written under version 6');
 is($s->query_safe(q{SELECT active_data_key_versions ->> 'result' FROM atrest.key_status}),
-	'5', 'and sees version 5 as active');
+	'6', 'and sees version 6 as active');
 
 $node->safe_psql('postgres', 'SELECT atrest.rotate_database_key()');
 $node->wait_for_catchup($standby);
 is(cache_loaded($s), 'f', 'the database key rotation reached the standby session too');
 is($s->query_safe('SELECT count(*) FROM r WHERE (v ->> \'id\')::int = id'),
-	'12', 'the standby session reads every value after it');
+	'13', 'the standby session reads every value after it');
 $s->quit;
 
 $standby->stop;
