@@ -617,13 +617,24 @@ ForgetAllMissing(void)
  * reload of the rest.  The scan lets in invalidations: if they made the
  * cache stale, it is refreshed (the root may have changed) and the lookup
  * repeated once.
+ *
+ * The row is read with a snapshot of its own, later than the one the root
+ * was read with, and a key change may commit in between without its
+ * invalidation having come in yet (a commit is visible a moment before its
+ * invalidations are sent, and a backend takes them in only when it locks a
+ * relation anew).  So a row wrapped under another database key than the one
+ * held sends us to re-read the root, once: KeyCacheReload() keeps the
+ * unwrapped key if the root is unchanged and asks the provider only if it
+ * truly changed.  Only if the fresh root still disagrees is the row wrong.
  */
 static DataKey *
 CachedDataKey(int32 class_id, uint32 version)
 {
 	uint64		hk = ((uint64) (uint32) class_id << 32) | version;
+	bool		refreshed = false;
+	bool		reread_root = false;
 
-	for (int attempt = 0;; attempt++)
+	for (;;)
 	{
 		CachedKey  *ck = hash_search(cache.datakeys, &hk, HASH_FIND, NULL);
 		TimestampTz stmt = GetCurrentStatementStartTimestamp();
@@ -637,9 +648,19 @@ CachedDataKey(int32 class_id, uint32 version)
 			return NULL;
 
 		found = ReadDataKey(class_id, version, NULL, &row);
-		if (cache.stale && attempt == 0)
+		if (cache.stale && !refreshed)
 		{
+			refreshed = true;
 			KeyCacheEnsure();
+			continue;
+		}
+		if (found && row.wrapped != NULL && !reread_root &&
+			memcmp(row.dbk_id.data, cache.root.id.data, UUID_LEN) != 0)
+		{
+			/* a root newer than ours; invalidations arriving meanwhile mark it again */
+			reread_root = true;
+			cache.stale = false;
+			KeyCacheReload();
 			continue;
 		}
 		if (!found)
