@@ -621,11 +621,12 @@ ForgetAllMissing(void)
  * The row is read with a snapshot of its own, later than the one the root
  * was read with, and a key change may commit in between without its
  * invalidation having come in yet (a commit is visible a moment before its
- * invalidations are sent, and a backend takes them in only when it locks a
- * relation anew).  So a row wrapped under another database key than the one
- * held sends us to re-read the root, once: KeyCacheReload() keeps the
- * unwrapped key if the root is unchanged and asks the provider only if it
- * truly changed.  Only if the fresh root still disagrees is the row wrong.
+ * invalidations are sent, and a backend takes them in only when it opens a
+ * relation by name or locks one anew).  So a row wrapped under another
+ * database key than the one held sends us to re-read the root, once:
+ * KeyCacheReload() keeps the unwrapped key if the root is unchanged and
+ * asks the provider only if it truly changed.  Only if the fresh root still
+ * disagrees is the row wrong.
  */
 static DataKey *
 CachedDataKey(int32 class_id, uint32 version)
