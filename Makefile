@@ -8,7 +8,11 @@ OBJS = \
 	src/secure_mem.o \
 	src/envelope.o \
 	src/envelope_core.o \
+	src/keywrap.o \
+	src/keytables.o \
 	src/keyring.o \
+	src/keyadmin.o \
+	src/keyretire.o \
 	src/keyscrub.o \
 	src/pagescrub.o \
 	src/convert.o \

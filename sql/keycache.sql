@@ -22,13 +22,15 @@ ROLLBACK;
 SELECT id, note, doc FROM kc ORDER BY id;
 SELECT cache_loaded, keys_held > 0 AS keys_held FROM atrest._session_key_state();
 
--- 2. The ERROR comes half-way through the data keys (the third one, of class "result", does
--- not authenticate): the keys unwrapped before it are wiped too.
+-- 2. The ERROR comes when a data key is first needed (the one of class "result" does not
+-- authenticate), after the note's key was unwrapped: that key is wiped too.
 BEGIN;
 UPDATE atrest.data_keys SET wrapped = set_byte(wrapped, 20, get_byte(wrapped, 20) # 1)
- WHERE class_id = 3 AND version = 1;
+ WHERE class_id = 3 AND version = (SELECT active_version FROM atrest.key_classes WHERE id = 3);
 SAVEPOINT s;
-SELECT note FROM kc ORDER BY id;
+\set VERBOSITY sqlstate
+SELECT note, doc FROM kc ORDER BY id;
+\set VERBOSITY default
 ROLLBACK TO SAVEPOINT s;
 SELECT cache_loaded, keys_held FROM atrest._session_key_state();
 ROLLBACK;

@@ -1556,6 +1556,39 @@ END;
 $$;
 
 ------------------------------------------------------------------------------
+-- Idle backends forget (issue 11): key_status says where this session's
+-- database key came from and when the backend wipes it, idle or not.
+------------------------------------------------------------------------------
+
+CREATE FUNCTION atrest._session_key_source(OUT key_source text, OUT key_expires_at timestamptz)
+    AS 'MODULE_PATHNAME', 'atrest_session_key_source' LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION atrest._session_key_source() FROM PUBLIC;
+
+CREATE OR REPLACE VIEW atrest.key_status AS
+SELECT k.protector,
+       CASE WHEN k.protector = 'customer'
+            THEN k.provider || ' (' || k.key_uri || '), over the service key from ' || atrest._service_key_source()
+            ELSE atrest._service_key_source() END AS protector_source,
+       k.provider,
+       k.key_uri,
+       k.key_version,
+       k.protected_since,
+       k.id AS database_key_id,
+       k.created_at AS database_key_created,
+       (SELECT jsonb_object_agg(c.name, c.active_version ORDER BY c.id)
+          FROM atrest.key_classes c) AS active_data_key_versions,
+       (SELECT count(*) FROM atrest.data_keys) AS data_key_versions,
+       current_setting('atrest.key_cache_ttl')::interval AS cache_ttl,
+       s.last_unwrap AS session_last_unwrap,
+       s.last_error AS session_last_error,
+       s.memory_locked AS session_memory_locked,
+       k.service_key_id,
+       src.key_source AS session_key_source,
+       src.key_expires_at AS session_key_expires_at
+  FROM atrest.database_keys k, atrest._session_key_state() s, atrest._session_key_source() src
+ WHERE k.active;
+
+------------------------------------------------------------------------------
 -- Review finding 13: nothing in the schema is PUBLIC's unless granted; keep
 -- this section last (mirrors the last section of pg_atrest--1.1.sql).
 ------------------------------------------------------------------------------

@@ -576,6 +576,10 @@ CREATE FUNCTION atrest._session_key_state(
     OUT memory_locked boolean, OUT keys_held integer)
     AS 'MODULE_PATHNAME', 'atrest_session_key_state' LANGUAGE C VOLATILE;
 
+-- where this session's database key came from and when it is wiped (1.1)
+CREATE FUNCTION atrest._session_key_source(OUT key_source text, OUT key_expires_at timestamptz)
+    AS 'MODULE_PATHNAME', 'atrest_session_key_source' LANGUAGE C VOLATILE;
+
 CREATE FUNCTION atrest._service_key_source() RETURNS text
     AS 'MODULE_PATHNAME', 'atrest_service_key_source' LANGUAGE C STABLE;
 
@@ -669,6 +673,7 @@ REVOKE ALL ON FUNCTION
     atrest.recheck_keys(),
     atrest.provider_selftest(text, text),
     atrest._session_key_state(),
+    atrest._session_key_source(),
     atrest._service_key_source()
 FROM PUBLIC;
 REVOKE ALL ON PROCEDURE atrest.reencrypt(regclass, name, integer, interval, bigint) FROM PUBLIC;
@@ -728,8 +733,10 @@ SELECT k.protector,
        s.last_unwrap AS session_last_unwrap,
        s.last_error AS session_last_error,
        s.memory_locked AS session_memory_locked,
-       k.service_key_id
-  FROM atrest.database_keys k, atrest._session_key_state() s
+       k.service_key_id,
+       src.key_source AS session_key_source,
+       src.key_expires_at AS session_key_expires_at
+  FROM atrest.database_keys k, atrest._session_key_state() s, atrest._session_key_source() src
  WHERE k.active;
 
 REVOKE ALL ON atrest.key_status FROM PUBLIC;

@@ -57,7 +57,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_inherits.h"
 
-#include "keyring.h"
+#include "keytables.h"
 #include "owner.h"
 #include "pagescrub.h"
 #include "pg_atrest.h"

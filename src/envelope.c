@@ -1,7 +1,7 @@
 /*
  * envelope.c
  *		Sealing values with XAES-256-GCM (opening those of 1.0, AES-256-GCM,
- *		too), and wrapping keys with AES-256-GCM.
+ *		too).  Key wrapping is in keywrap.c.
  *
  * The hot path (EnvelopeSeal, EnvelopeOpen) takes an unwrapped data key from
  * the key cache and runs it through contexts that the backend makes once and
@@ -545,63 +545,4 @@ EnvelopeReseal(AtrestKind kind, struct varlena *sealed, int32 class_id, bool *ch
 	}
 	*changed = true;
 	return (struct varlena *) out;
-}
-
-/*
- * Wrap a 32-byte key under a key-encryption key, binding "aad".  Not a hot
- * path: uses a context of its own.  The result is ciphertext (palloc'd).
- */
-bytea *
-WrapKey(const unsigned char *kek, const unsigned char *key,
-		const unsigned char *aad, size_t aadlen)
-{
-	bytea	   *out = (bytea *) palloc(VARHDRSZ + WRAPPED_KEY_LEN);
-	unsigned char *p = (unsigned char *) VARDATA(out);
-	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
-	int			outl;
-	bool		ok;
-
-	SET_VARSIZE(out, VARHDRSZ + WRAPPED_KEY_LEN);
-	p[0] = 1;
-	ok = ctx != NULL &&
-		RAND_bytes(p + 1, ENVELOPE_NONCE_LEN) == 1 &&
-		EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, kek, p + 1) == 1 &&
-		EVP_EncryptUpdate(ctx, NULL, &outl, aad, (int) aadlen) == 1 &&
-		EVP_EncryptUpdate(ctx, p + 1 + ENVELOPE_NONCE_LEN, &outl, key, ATREST_KEY_LEN) == 1 &&
-		EVP_EncryptFinal_ex(ctx, p + 1 + ENVELOPE_NONCE_LEN + ATREST_KEY_LEN, &outl) == 1 &&
-		EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, ENVELOPE_TAG_LEN,
-							p + 1 + ENVELOPE_NONCE_LEN + ATREST_KEY_LEN) == 1;
-	EVP_CIPHER_CTX_free(ctx);
-	if (!ok)
-		CryptoFailure("key wrapping");
-	return out;
-}
-
-/*
- * Unwrap into "key" (a secure slot).  Returns false, leaving "key" zeroed,
- * if the wrapped key is malformed or does not authenticate.
- */
-bool
-UnwrapKey(const unsigned char *kek, const bytea *wrapped,
-		  const unsigned char *aad, size_t aadlen, unsigned char *key)
-{
-	const unsigned char *p = (const unsigned char *) VARDATA_ANY(wrapped);
-	EVP_CIPHER_CTX *ctx;
-	int			outl;
-	bool		ok;
-
-	if (VARSIZE_ANY_EXHDR(wrapped) != WRAPPED_KEY_LEN || p[0] != 1)
-		return false;
-	ctx = EVP_CIPHER_CTX_new();
-	ok = ctx != NULL &&
-		EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, kek, p + 1) == 1 &&
-		EVP_DecryptUpdate(ctx, NULL, &outl, aad, (int) aadlen) == 1 &&
-		EVP_DecryptUpdate(ctx, key, &outl, p + 1 + ENVELOPE_NONCE_LEN, ATREST_KEY_LEN) == 1 &&
-		EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, ENVELOPE_TAG_LEN,
-							(void *) (p + 1 + ENVELOPE_NONCE_LEN + ATREST_KEY_LEN)) == 1 &&
-		EVP_DecryptFinal_ex(ctx, key + ATREST_KEY_LEN, &outl) == 1;
-	EVP_CIPHER_CTX_free(ctx);
-	if (!ok)
-		explicit_bzero(key, ATREST_KEY_LEN);
-	return ok;
 }

@@ -1,9 +1,12 @@
 /*
  * keyring.h
- *		The per-database key hierarchy and the backend's key cache.
+ *		The backend's key cache: the unwrapped database key and data keys of
+ *		this database (keyring.c).
  */
 #ifndef ATREST_KEYRING_H
 #define ATREST_KEYRING_H
+
+#include "pg_atrest.h"			/* pg_noreturn */
 
 #define ATREST_DEFAULT_CLASS	1	/* "default": columns without a modifier */
 
@@ -19,20 +22,19 @@ typedef struct DataKey
 	unsigned char *key;			/* a secure slot; NULL: retired version */
 } DataKey;
 
+/* for sealing and opening values (envelope.c, types.c) */
 extern DataKey *KeyringActiveDataKey(int32 class_id);
 extern DataKey *KeyringSealingKey(int32 class_id, uint8 *compression);
 extern DataKey *KeyringFindDataKey(int32 class_id, uint32 version);
 extern uint32 KeyringActiveVersion(int32 class_id);
-
-extern int32 KeyClassLookup(const char *name, bool missing_ok);
 extern char *KeyClassNameLookup(int32 class_id);
 
-/* the service key (provider_service.c) */
-extern const unsigned char *ServiceKeyGet(int32 id, bool reload, bool may_generate,
-										  int32 *got_id);
-extern int32 ServiceKeyNewestId(bool reload);
-extern bool ServiceKeyHasId(int32 id);
-extern void ServiceKeyDrop(void);
-extern char *ServiceKeySource(void);
+/* for the key administration functions (keyadmin.c) */
+struct RootInfo;
+extern const unsigned char *KeyringDatabaseKey(const struct RootInfo **root);
+extern void KeyringDrop(void);
+extern void KeyringRefresh(void);
+pg_noreturn extern void KeyringProviderFailed(const char *provider, const char *key_uri,
+											  const char *reason);
 
 #endif							/* ATREST_KEYRING_H */

@@ -47,7 +47,7 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
-#include "keyring.h"
+#include "service_key.h"
 #include "pg_atrest.h"
 #include "provider.h"
 #include "secure_mem.h"
@@ -72,6 +72,7 @@ typedef struct ServiceKeySet
 } ServiceKeySet;
 
 static ServiceKeySet service_keys;
+static int	service_keys_wiped;	/* SecureMemWipeCount() when loaded */
 static bool service_keys_loaded = false;
 
 /* Setting: time limit for atrest.service_key_command, in seconds. */
@@ -461,7 +462,8 @@ ServiceKeysLoad(bool reload, bool may_generate)
 {
 	ServiceKeySet set;
 
-	if (service_keys_loaded && !reload)
+	/* keys wiped while the backend sat idle (keyring.c) are read again */
+	if (service_keys_loaded && !reload && service_keys_wiped == SecureMemWipeCount())
 		return;
 
 	memset(&set, 0, sizeof(set));
@@ -484,6 +486,7 @@ ServiceKeysLoad(bool reload, bool may_generate)
 	KeySetFree(&service_keys);
 	service_keys = set;
 	service_keys_loaded = true;
+	service_keys_wiped = SecureMemWipeCount();
 }
 
 /* The id of the newest key of the loaded set (the highest). */

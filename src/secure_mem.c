@@ -16,15 +16,17 @@
  */
 #include "postgres.h"
 
+#include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
+
+#include "utils/memutils.h"
 
 #include "pg_atrest.h"
 #include "secure_mem.h"
 
 #define SECURE_PAGE_SIZE	4096
 #define SLOTS_PER_PAGE		(SECURE_PAGE_SIZE / ATREST_KEY_LEN)
-#define MAX_SECURE_PAGES	64	/* 8192 keys per backend */
 
 typedef struct SecurePage
 {
@@ -32,10 +34,14 @@ typedef struct SecurePage
 	uint64		used[SLOTS_PER_PAGE / 64];
 } SecurePage;
 
-static SecurePage pages[MAX_SECURE_PAGES];
+/* grown as needed (TopMemoryContext): no limit but the memory lock limit */
+static SecurePage *pages = NULL;
 static int	npages = 0;
+static int	maxpages = 0;
 static int	nslots_used = 0;
 static bool all_locked = true;
+/* how many times SecureMemWipeAll() ran; changed from a signal handler */
+static volatile sig_atomic_t wipe_count = 0;
 static bool lock_warned = false;
 
 /* Map, lock and hide one more page; ereport(ERROR) if it cannot be mapped. */
@@ -45,12 +51,16 @@ SecurePageAdd(void)
 	SecurePage *page;
 	void	   *base;
 
-	if (npages >= MAX_SECURE_PAGES)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("too many keys held by this session"),
-				 errdetail("A session can hold at most %d keys at once.",
-						   MAX_SECURE_PAGES * SLOTS_PER_PAGE)));
+	if (npages >= maxpages)
+	{
+		int			newmax = Max(maxpages * 2, 8);
+
+		/* the bookkeeping is not secret: ordinary memory */
+		pages = pages == NULL ?
+			MemoryContextAlloc(TopMemoryContext, sizeof(SecurePage) * newmax) :
+			repalloc(pages, sizeof(SecurePage) * newmax);
+		maxpages = newmax;
+	}
 
 	base = mmap(NULL, SECURE_PAGE_SIZE, PROT_READ | PROT_WRITE,
 				MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -147,4 +157,25 @@ int
 SecureKeysInUse(void)
 {
 	return nslots_used;
+}
+
+/*
+ * Wipe every slot, leaving the bookkeeping alone: the owners find out through
+ * SecureMemWipeCount() and free their (now zero) slots on next use.  Only
+ * memory writes to pages this backend mapped: safe in a signal handler, which
+ * is where the idle wipe (keyring.c) calls it.
+ */
+void
+SecureMemWipeAll(void)
+{
+	for (int p = 0; p < npages; p++)
+		explicit_bzero(pages[p].base, SECURE_PAGE_SIZE);
+	wipe_count = wipe_count + 1;
+}
+
+/* Changes whenever SecureMemWipeAll() has run. */
+int
+SecureMemWipeCount(void)
+{
+	return wipe_count;
 }

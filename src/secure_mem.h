@@ -11,5 +11,7 @@ extern unsigned char *SecureKeyAlloc(void);
 extern void SecureKeyFree(unsigned char *key);
 extern bool SecureMemLocked(void);
 extern int	SecureKeysInUse(void);
+extern void SecureMemWipeAll(void);
+extern int	SecureMemWipeCount(void);
 
 #endif							/* ATREST_SECURE_MEM_H */

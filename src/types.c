@@ -32,6 +32,7 @@
 
 #include "envelope.h"
 #include "keyring.h"
+#include "keytables.h"
 
 /* The key class a typmod stands for. */
 static int32

@@ -55,6 +55,10 @@ use Test::More;
 use AtrestFiles ();
 
 our @EXPORT = qw(
+  secure_mappings
+  secure_bytes
+  core_dump
+  count_in
   atrest_node
   softhsm
   pkcs11_conf
@@ -915,6 +919,95 @@ sub restore_key_modes
 	return;
 }
 
+
+=pod
+
+=item secure_mappings(pid), secure_bytes(pid, maps...), core_dump(pid, name, all), count_in(haystack, needle)
+
+A process's locked, no-dump, no-fork mappings from /proc/PID/smaps ([start, end, size
+kB, locked kB] hashes); the bytes of such mappings read with gdb; a core dump made with
+gdb's gcore, honouring MADV_DONTDUMP as the kernel does, or with every mapping when "all"
+is true; how often "needle" occurs in "haystack".  For the tests of keys in memory (050,
+051); gdb must be installed for the last three.
+
+=cut
+
+# The locked, no-dump, no-fork mappings of a process: [start, end, size kB, locked kB].
+sub secure_mappings
+{
+	my ($pid) = @_;
+	my @maps;
+	my $cur;
+	open my $fh, '<', "/proc/$pid/smaps" or die "could not open /proc/$pid/smaps: $!";
+	while (my $line = <$fh>)
+	{
+		if ($line =~ /^([0-9a-f]+)-([0-9a-f]+) /)
+		{
+			$cur = { start => hex($1), end => hex($2), size => 0, locked => 0 };
+		}
+		elsif ($line =~ /^Size:\s+(\d+) kB/) { $cur->{size} = $1; }
+		elsif ($line =~ /^Locked:\s+(\d+) kB/) { $cur->{locked} = $1; }
+		elsif ($line =~ /^VmFlags:(.*)$/)
+		{
+			my %f = map { $_ => 1 } split ' ', $1;
+			push @maps, $cur if $f{lo} && $f{dd} && $f{dc};
+		}
+	}
+	close $fh;
+	return @maps;
+}
+
+sub slurp_raw
+{
+	my ($path) = @_;
+	open my $fh, '<:raw', $path or die "could not open $path: $!";
+	local $/;
+	my $data = <$fh>;
+	close $fh;
+	return $data;
+}
+
+sub count_in
+{
+	my ($hay, $needle) = @_;
+	my ($n, $pos) = (0, 0);
+	while (($pos = index($hay, $needle, $pos)) >= 0) { $n++; $pos++; }
+	return $n;
+}
+
+
+# A core dump of the process: honouring MADV_DONTDUMP as the kernel does, or not.
+sub core_dump
+{
+	my ($pid, $name, $all) = @_;
+	my $file = PostgreSQL::Test::Utils::tempdir('core') . "/$name";
+	my @cmd = ('gdb', '-nx', '-p', $pid, '-batch');
+	push @cmd, '-ex', 'set dump-excluded-mappings on' if $all;
+	push @cmd, '-ex', "gcore $file";
+	my ($out, $err) = run_command(\@cmd);
+	die "gdb could not dump process $pid:\n$out\n$err" unless -s $file;
+	my $data = slurp_raw($file);
+	unlink $file;
+	return $data;
+}
+
+# The bytes of the secure mappings, read with gdb.
+sub secure_bytes
+{
+	my ($pid, @maps) = @_;
+	my $bytes = '';
+	foreach my $m (@maps)
+	{
+		my $file = PostgreSQL::Test::Utils::tempdir('secure') . "/secure";
+		my ($out, $err) = run_command([
+			'gdb', '-nx', '-p', $pid, '-batch', '-ex',
+			sprintf('dump binary memory %s 0x%x 0x%x', $file, $m->{start}, $m->{end}) ]);
+		die "gdb could not read the secure pages:\n$out\n$err" unless -s $file;
+		$bytes .= slurp_raw($file);
+		unlink $file;
+	}
+	return $bytes;
+}
 
 =pod
 

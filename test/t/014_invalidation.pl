@@ -9,6 +9,9 @@
 #  - B rotates the database key: A reads everything and writes on.
 #  - A rotates and rolls back: A writes under the old version again, and when B then makes
 #    a version of the same number (other key material), A reads B's values with it.
+#  - B rotates the database key while a statement of C runs: C, which loaded the old one
+#    at the statement's start, then needs a data key it has not unwrapped yet.  Its row
+#    names the new database key: C re-reads the database key and reads on.
 # atrest._session_key_state().cache_loaded shows when a cache was dropped.  Finally, a hot
 # standby session drops its cache when the primary's key change is replayed, and reads the
 # values written under the new key.
@@ -140,6 +143,56 @@ is($b->query_safe(q{SELECT (v ->> 'by') || ':v' || (atrest.envelope(v)).key_vers
 	'A:v4', "B reads A's new version-4 value");
 is( $b->query_safe(q{SELECT count(*) FROM r WHERE v IS NOT NULL AND (v ->> 'id')::int = id}),
 	'11', 'B reads all eleven rows');
+
+# --- a data-key row newer than the database key a statement started with ---------------
+# A data key's row is read when a value first needs it, with a snapshot of its own.  If a
+# database key rotation commits after the statement read the database key's row, that
+# data key's row names a database key the cache does not hold, and the invalidation
+# that would tell may not have come in yet: a commit is visible a moment before its
+# invalidations are sent, and a backend takes them in only when it opens a relation by
+# name or takes a lock for the first time in a transaction.  C holds the key tables'
+# locks, so that reading the data key's row takes nothing in: that moment lasts while
+# C's statement waits for B on an advisory lock between reading two values.
+
+my $c = $node->background_psql('postgres', on_error_stop => 0);
+my $barrier = 4711;
+$b->query_safe("SELECT pg_advisory_lock($barrier)");
+$c->query_safe('BEGIN');
+$c->query_safe(
+	'LOCK TABLE atrest.key_classes, atrest.data_keys, atrest.database_keys IN ACCESS SHARE MODE');
+# a change of the key tables, so that C's next statement reloads and holds no data key
+$b->query_safe(q{SELECT atrest.rotate_data_key('fresh')});
+my $dbk_before = $c->query_safe('SELECT database_key_id FROM atrest.key_status');
+$c->{stdin} .= qq{SELECT x FROM (
+	SELECT 1, (v ->> 'by') || ':v' || (atrest.envelope(v)).key_version FROM r WHERE id = 10
+	UNION ALL SELECT 2, 'waited' FROM pg_advisory_lock($barrier)
+	UNION ALL SELECT 3, (v ->> 'by') || ':v' || (atrest.envelope(v)).key_version FROM r WHERE id = 1) s(n, x);
+\\echo done
+};
+my $waiting_sql = qq{SELECT count(*) FROM pg_locks
+	WHERE locktype = 'advisory' AND objid = $barrier AND NOT granted};
+my $waiting = 0;
+my $deadline = time + $PostgreSQL::Test::Utils::timeout_default;
+while (time < $deadline)
+{
+	$c->{run}->pump_nb;
+	$waiting = $b->query_safe($waiting_sql);
+	last if $waiting == 1;
+	select(undef, undef, undef, 0.1);
+}
+is($waiting, '1', "C's statement read the first value and waits for B");
+my $dbk_after = $b->query_safe('SELECT atrest.rotate_database_key()');
+isnt($dbk_after, $dbk_before, 'B rotates the database key meanwhile');
+$b->query_safe("SELECT pg_advisory_unlock($barrier)");
+$c->{run}->pump until $c->{stdout} =~ /done/ || $c->{timeout}->is_expired;
+is($c->{stderr}, '', 'no error in C');
+is($c->{stdout}, "B:v4\nwaited\nsetup:v1\ndone\n",
+	'C read the value of data key version 1, re-wrapped under the new database key');
+$c->{stdout} = '';
+$c->query_safe('COMMIT');
+is($c->query_safe('SELECT database_key_id FROM atrest.key_status'),
+	$dbk_after, "C's view of key_status shows the new database key");
+$c->quit;
 
 $a->quit;
 $b->quit;

@@ -6,8 +6,11 @@
 #   - reads every encrypted value, TOASTed ones included;
 #   - after enable_cmk, rotate_data_key, rotate_database_key and disable_cmk on the primary it
 #     keeps reading in the same session, without restart, including the values written after
-#     each change; the session reloads its key cache after each change (its last unwrap time
-#     moves: the key tables' invalidations are replayed), and sees the primary's key state;
+#     each change; the session re-reads the key tables after each change (the key tables'
+#     invalidations are replayed: its cache has the primary's active data-key versions),
+#     unwraps the database key again only when its row changed (its last unwrap time moves
+#     after enable_cmk, rotate_database_key and disable_cmk, not after a data-key rotation),
+#     and sees the primary's key state;
 #   - while the CMK protects the database key the standby needs it (a key disabled in the KMS
 #     stops a fresh standby session with AT001), after disable_cmk it does not;
 #   - after promotion it reads and writes, and can change keys itself.
@@ -118,16 +121,25 @@ my $reader = $standby->background_psql('postgres');
 is($reader->query_safe($compare_sql), "0 0 $rows", 'a standby session reads every value');
 my $unwrap_sql = q{SELECT extract(epoch FROM session_last_unwrap) FROM atrest.key_status};
 
+# The active version of every key class as the standby session's key cache has it (from
+# the key tables as it last read them), and as the primary's key tables say.
+my $cached_versions_sql =
+  q{SELECT string_agg(id || ':' || atrest._active_key_version(id), ' ' ORDER BY id) FROM atrest.key_classes};
+my $table_versions_sql =
+  q{SELECT string_agg(id || ':' || active_version, ' ' ORDER BY id) FROM atrest.key_classes};
+
+# [ name, SQL, whether the database key's row changes ]: only then may a session ask the
+# provider again; a data-key rotation is re-read from the key tables alone.
 my @steps = (
-	[ 'enable_cmk', "SELECT atrest.enable_cmk('command', '$cmk')" ],
-	[ 'rotate_data_key', 'SELECT count(*) FROM atrest.rotate_data_key()' ],
-	[ 'rotate_database_key', 'SELECT atrest.rotate_database_key()' ],
-	[ 'disable_cmk', 'SELECT atrest.disable_cmk()' ],
-	[ 'rotate_data_key again', "SELECT count(*) FROM atrest.rotate_data_key('result')" ],);
+	[ 'enable_cmk', "SELECT atrest.enable_cmk('command', '$cmk')", 1 ],
+	[ 'rotate_data_key', 'SELECT count(*) FROM atrest.rotate_data_key()', 0 ],
+	[ 'rotate_database_key', 'SELECT atrest.rotate_database_key()', 1 ],
+	[ 'disable_cmk', 'SELECT atrest.disable_cmk()', 1 ],
+	[ 'rotate_data_key again', "SELECT count(*) FROM atrest.rotate_data_key('result')", 0 ],);
 my $gen = 0;
 for my $step (@steps)
 {
-	my ($name, $sql) = @$step;
+	my ($name, $sql, $new_root) = @$step;
 	$gen++;
 	my $unwrapped_before = $reader->query_safe($unwrap_sql);
 	$primary->safe_psql('postgres', $sql);
@@ -138,8 +150,19 @@ for my $step (@steps)
 
 	is($reader->query_safe($compare_sql), "0 0 $rows",
 		"after $name: the standby session reads every value, old and new");
-	ok($reader->query_safe($unwrap_sql) > $unwrapped_before,
-		"after $name: the standby session reloaded its keys (invalidation replayed)");
+	is($reader->query_safe($cached_versions_sql),
+		$primary->safe_psql('postgres', $table_versions_sql),
+		"after $name: the standby session re-read the key tables (invalidation replayed)");
+	if ($new_root)
+	{
+		ok($reader->query_safe($unwrap_sql) > $unwrapped_before,
+			"after $name: the standby session unwrapped the new database key");
+	}
+	else
+	{
+		is($reader->query_safe($unwrap_sql), $unwrapped_before,
+			"after $name: the standby session kept its database key (no provider call)");
+	}
 	is( $reader->query_safe(
 			"SELECT count(*) FROM docs WHERE gen = $gen AND note::text LIKE '% of generation $gen'"),
 		100,
