@@ -52,6 +52,7 @@
 #include "utils/wait_event.h"
 
 #include "keyring.h"
+#include "keyshare.h"
 #include "keytables.h"
 #include "keywrap.h"
 #include "pg_atrest.h"
@@ -179,7 +180,7 @@ ServiceKeyReload(int32 svc_id)
  * ereport(ERROR) on failure.
  */
 static void
-UnwrapDatabaseKey(const RootInfo *root, unsigned char *out)
+UnwrapFromRoot(const RootInfo *root, unsigned char *out)
 {
 	bytea	   *inner = root->wrapped;
 	unsigned char aad[KEY_AAD_MAXLEN];
@@ -215,6 +216,28 @@ UnwrapDatabaseKey(const RootInfo *root, unsigned char *out)
 				 errhint("Check atrest.service_key_command and atrest.service_key_file.")));
 	}
 	last_unwrap = GetCurrentTimestamp();
+}
+
+/*
+ * The database key described by "root" into "out" (a secure slot): under a
+ * CMK through the shared cache (keyshare.c), which asks the provider at
+ * most once per server per TTL; under the service key alone directly.
+ * Returns when the key was last fetched from its root, where the TTL
+ * starts, and in *source where it came from, for key_status.
+ * ereport(ERROR) on failure.
+ */
+static TimestampTz
+UnwrapDatabaseKey(const RootInfo *root, unsigned char *out, const char **source)
+{
+	TimestampTz fetched_at;
+
+	SharedKeyNoteRecheck();
+	if (root->customer)
+		return SharedKeyGet(root, out, UnwrapFromRoot, source);
+	fetched_at = GetCurrentTimestamp();
+	UnwrapFromRoot(root, out);
+	*source = "service key";
+	return fetched_at;
 }
 
 /* ---------------------------------------------------------------------
@@ -472,9 +495,7 @@ KeyCacheLoad(void)
 			CopyRootInfo(&cache.root, &root, cache.cxt);
 			cache.dbk = SecureKeyAlloc();
 			cache.wipe_count = SecureMemWipeCount();
-			UnwrapDatabaseKey(&cache.root, cache.dbk);
-			cache.source = cache.root.customer ? "provider" : "service key";
-			cache.verified_at = GetCurrentTimestamp();
+			cache.verified_at = UnwrapDatabaseKey(&cache.root, cache.dbk, &cache.source);
 			KeyCacheArmWipe();
 		}
 
@@ -512,10 +533,12 @@ KeyCacheVerifyRoot(void)
 	MemoryContext caller = CurrentMemoryContext;
 	unsigned char *check = SecureKeyAlloc();
 	bool		same;
+	const char *source = NULL;
+	TimestampTz fetched_at = 0;
 
 	PG_TRY();
 	{
-		UnwrapDatabaseKey(&cache.root, check);
+		fetched_at = UnwrapDatabaseKey(&cache.root, check, &source);
 	}
 	PG_CATCH();
 	{
@@ -529,7 +552,8 @@ KeyCacheVerifyRoot(void)
 	SecureKeyFree(check);
 	if (same)
 	{
-		cache.verified_at = GetCurrentTimestamp();
+		cache.verified_at = fetched_at;
+		cache.source = source;
 		KeyCacheArmWipe();
 	}
 	else
@@ -564,6 +588,9 @@ static void
 KeyCacheEnsure(void)
 {
 	KeyCacheForgetWiped();
+	/* atrest.recheck_keys() here or in another backend (keyshare.c) */
+	if (cache.dbk != NULL && SharedKeyRechecked())
+		KeyCacheDrop();
 	if (cache.stale)
 	{
 		/* invalidations arriving while we read mark it again */
