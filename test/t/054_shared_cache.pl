@@ -49,7 +49,7 @@ my $node = atrest_node(
 	cron => 0,
 	pkcs11 => 0,
 	init => { allows_streaming => 1 },
-	conf => "atrest.kms_command = '$kms'\natrest.key_cache_ttl = 600\n");
+	conf => "atrest.kms_command = '$kms'\natrest.key_cache_ttl = 600\nmax_connections = 40\n");
 $node->safe_psql(
 	'postgres', q{
 	SELECT atrest.enable_cmk('command', 'kms:openssl/cmk1');
@@ -174,6 +174,7 @@ is($later, "shared cache|$first_expiry",
 	$node->backup('b');
 	my $standby = PostgreSQL::Test::Cluster->new('shared_standby');
 	$standby->init_from_backup($node, 'b', has_streaming => 1);
+	restore_key_modes($standby);
 	$standby->start;
 	$node->wait_for_catchup($standby);
 	unlink $log;
