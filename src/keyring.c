@@ -27,8 +27,11 @@
  * (a new database key, a re-wrap, enabling or disabling a CMK,
  * recheck_keys()) costs a provider call; the classes and data keys are
  * dropped and rebuilt.  Because invalidations are WAL-logged, hot standbys
- * re-read too.  The unwrapped database key is trusted for
- * atrest.key_cache_ttl seconds; then the root-key provider is asked again,
+ * re-read too.  Under a CMK the unwrap goes through the shared key cache
+ * (keyshare.c, with shared_preload_libraries): one provider call per server
+ * per TTL, and atrest.recheck_keys() reaches every backend through it.  The
+ * unwrapped database key is trusted for atrest.key_cache_ttl seconds from
+ * that provider call; then the root-key provider is asked again,
  * so a revoked CMK stops all reads and writes within that bound, and a
  * backend idle at that moment wipes every key it holds (KeyringWipeTimeout).
  *
