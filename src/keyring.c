@@ -236,7 +236,12 @@ UnwrapDatabaseKey(const RootInfo *root, unsigned char *out, const char **source)
 
 	SharedKeyNoteRecheck();
 	if (root->customer)
-		return SharedKeyGet(root, out, UnwrapFromRoot, source);
+	{
+		fetched_at = SharedKeyGet(root, out, UnwrapFromRoot, source);
+		/* key_status: when this session last took its key, from either source */
+		last_unwrap = GetCurrentTimestamp();
+		return fetched_at;
+	}
 	fetched_at = GetCurrentTimestamp();
 	UnwrapFromRoot(root, out);
 	*source = "service key";
