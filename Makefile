@@ -11,6 +11,7 @@ OBJS = \
 	src/keywrap.o \
 	src/keytables.o \
 	src/keyring.o \
+	src/keyshare.o \
 	src/keyadmin.o \
 	src/keyretire.o \
 	src/keyscrub.o \

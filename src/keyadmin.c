@@ -16,6 +16,7 @@
 
 #include <openssl/rand.h>
 
+#include "access/xlog.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "executor/spi.h"
@@ -31,6 +32,7 @@
 #include "envelope.h"
 #include "keyadmin.h"
 #include "keyring.h"
+#include "keyshare.h"
 #include "keytables.h"
 #include "keywrap.h"
 #include "pg_atrest.h"
@@ -616,17 +618,28 @@ atrest_service_key_check(PG_FUNCTION_ARGS)
 
 /*
  * atrest.recheck_keys(): every backend drops its key cache and asks the
- * root-key provider again on its next use.
+ * root-key provider again on its next use.  On a primary the new recheck_at
+ * reaches every backend (and standbys) by invalidation, and at commit the
+ * shared key cache (keyshare.c) forgets this database's key.  A hot standby
+ * cannot write the row: there the shared cache forgets it at once, which
+ * every backend of the standby notices at its next key use (with
+ * shared_preload_libraries; without it, only this backend forgets).
  */
 PG_FUNCTION_INFO_V1(atrest_recheck_keys);
 Datum
 atrest_recheck_keys(PG_FUNCTION_ARGS)
 {
-	SPI_connect();
-	KeyTablesSpiExec("UPDATE atrest.database_keys SET recheck_at = now() WHERE active",
-			0, NULL, NULL, NULL, SPI_OK_UPDATE);
-	LogKeyEvent("recheck_keys", NULL, 0, NULL, NULL, NULL, "ok", NULL);
-	SPI_finish();
+	if (RecoveryInProgress())
+		SharedKeyRecheck(MyDatabaseId);
+	else
+	{
+		SPI_connect();
+		KeyTablesSpiExec("UPDATE atrest.database_keys SET recheck_at = now() WHERE active",
+						 0, NULL, NULL, NULL, SPI_OK_UPDATE);
+		LogKeyEvent("recheck_keys", NULL, 0, NULL, NULL, NULL, "ok", NULL);
+		SPI_finish();
+		SharedKeyRecheckAtCommit(MyDatabaseId);
+	}
 	KeyringDrop();
 	AtrestPkcs11Provider.reset();
 	AtrestCommandProvider.reset();

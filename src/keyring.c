@@ -27,8 +27,11 @@
  * (a new database key, a re-wrap, enabling or disabling a CMK,
  * recheck_keys()) costs a provider call; the classes and data keys are
  * dropped and rebuilt.  Because invalidations are WAL-logged, hot standbys
- * re-read too.  The unwrapped database key is trusted for
- * atrest.key_cache_ttl seconds; then the root-key provider is asked again,
+ * re-read too.  Under a CMK the unwrap goes through the shared key cache
+ * (keyshare.c, with shared_preload_libraries): one provider call per server
+ * per TTL, and atrest.recheck_keys() reaches every backend through it.  The
+ * unwrapped database key is trusted for atrest.key_cache_ttl seconds from
+ * that provider call; then the root-key provider is asked again,
  * so a revoked CMK stops all reads and writes within that bound, and a
  * backend idle at that moment wipes every key it holds (KeyringWipeTimeout).
  *
@@ -55,6 +58,7 @@
 #endif
 
 #include "keyring.h"
+#include "keyshare.h"
 #include "keytables.h"
 #include "keywrap.h"
 #include "pg_atrest.h"
@@ -182,7 +186,7 @@ ServiceKeyReload(int32 svc_id)
  * ereport(ERROR) on failure.
  */
 static void
-UnwrapDatabaseKey(const RootInfo *root, unsigned char *out)
+UnwrapFromRoot(const RootInfo *root, unsigned char *out)
 {
 	bytea	   *inner = root->wrapped;
 	unsigned char aad[KEY_AAD_MAXLEN];
@@ -218,6 +222,33 @@ UnwrapDatabaseKey(const RootInfo *root, unsigned char *out)
 				 errhint("Check atrest.service_key_command and atrest.service_key_file.")));
 	}
 	last_unwrap = GetCurrentTimestamp();
+}
+
+/*
+ * The database key described by "root" into "out" (a secure slot): under a
+ * CMK through the shared cache (keyshare.c), which asks the provider at
+ * most once per server per TTL; under the service key alone directly.
+ * Returns when the key was last fetched from its root, where the TTL
+ * starts, and in *source where it came from, for key_status.
+ * ereport(ERROR) on failure.
+ */
+static TimestampTz
+UnwrapDatabaseKey(const RootInfo *root, unsigned char *out, const char **source)
+{
+	TimestampTz fetched_at;
+
+	SharedKeyNoteRecheck();
+	if (root->customer)
+	{
+		fetched_at = SharedKeyGet(root, out, UnwrapFromRoot, source);
+		/* key_status: when this session last took its key, from either source */
+		last_unwrap = GetCurrentTimestamp();
+		return fetched_at;
+	}
+	fetched_at = GetCurrentTimestamp();
+	UnwrapFromRoot(root, out);
+	*source = "service key";
+	return fetched_at;
 }
 
 /* ---------------------------------------------------------------------
@@ -475,9 +506,7 @@ KeyCacheLoad(void)
 			CopyRootInfo(&cache.root, &root, cache.cxt);
 			cache.dbk = SecureKeyAlloc();
 			cache.wipe_count = SecureMemWipeCount();
-			UnwrapDatabaseKey(&cache.root, cache.dbk);
-			cache.source = cache.root.customer ? "provider" : "service key";
-			cache.verified_at = GetCurrentTimestamp();
+			cache.verified_at = UnwrapDatabaseKey(&cache.root, cache.dbk, &cache.source);
 			KeyCacheArmWipe();
 		}
 
@@ -515,10 +544,12 @@ KeyCacheVerifyRoot(void)
 	MemoryContext caller = CurrentMemoryContext;
 	unsigned char *check = SecureKeyAlloc();
 	bool		same;
+	const char *source = NULL;
+	TimestampTz fetched_at = 0;
 
 	PG_TRY();
 	{
-		UnwrapDatabaseKey(&cache.root, check);
+		fetched_at = UnwrapDatabaseKey(&cache.root, check, &source);
 	}
 	PG_CATCH();
 	{
@@ -532,7 +563,8 @@ KeyCacheVerifyRoot(void)
 	SecureKeyFree(check);
 	if (same)
 	{
-		cache.verified_at = GetCurrentTimestamp();
+		cache.verified_at = fetched_at;
+		cache.source = source;
 		KeyCacheArmWipe();
 	}
 	else
@@ -567,6 +599,9 @@ static void
 KeyCacheEnsure(void)
 {
 	KeyCacheForgetWiped();
+	/* atrest.recheck_keys() here or in another backend (keyshare.c) */
+	if (cache.dbk != NULL && SharedKeyRechecked())
+		KeyCacheDrop();
 	if (cache.stale)
 	{
 		/* invalidations arriving while we read mark it again */

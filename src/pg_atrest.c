@@ -13,6 +13,7 @@
 #include "utils/guc.h"
 
 #include "pg_atrest.h"
+#include "keyshare.h"
 #include "provider.h"
 #include "wire.h"
 
@@ -63,6 +64,7 @@ _PG_init(void)
 	AzureProviderInit();
 	KmipProviderInit();
 	KeyringInit();
+	SharedKeyCacheInit();
 	StoreInit();
 	WireInit();
 	IndexGuardInit();

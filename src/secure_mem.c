@@ -44,6 +44,36 @@ static bool all_locked = true;
 static volatile sig_atomic_t wipe_count = 0;
 static bool lock_warned = false;
 
+/*
+ * Exclude the mapping at "base" (page-aligned, "len" bytes) from core dumps
+ * and child processes, and lock it into RAM.  If the lock is refused
+ * (RLIMIT_MEMLOCK), say so once with a WARNING and carry on: key_status
+ * reports it.  Also used for the shared key cache's segment (keyshare.c)
+ * in every process that maps it.
+ */
+void
+SecureMemProtect(void *base, size_t len)
+{
+#ifdef MADV_DONTDUMP
+	(void) madvise(base, len, MADV_DONTDUMP);
+#endif
+#ifdef MADV_DONTFORK
+	(void) madvise(base, len, MADV_DONTFORK);
+#endif
+	if (mlock(base, len) != 0)
+	{
+		all_locked = false;
+		if (!lock_warned)
+		{
+			lock_warned = true;
+			ereport(WARNING,
+					(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+					 errmsg("could not lock key memory into RAM: %m"),
+					 errhint("Raise the memlock limit (RLIMIT_MEMLOCK) of the PostgreSQL server.")));
+		}
+	}
+}
+
 /* Map, lock and hide one more page; ereport(ERROR) if it cannot be mapped. */
 static SecurePage *
 SecurePageAdd(void)
@@ -69,24 +99,7 @@ SecurePageAdd(void)
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("could not map memory for keys: %m")));
 
-#ifdef MADV_DONTDUMP
-	(void) madvise(base, SECURE_PAGE_SIZE, MADV_DONTDUMP);
-#endif
-#ifdef MADV_DONTFORK
-	(void) madvise(base, SECURE_PAGE_SIZE, MADV_DONTFORK);
-#endif
-	if (mlock(base, SECURE_PAGE_SIZE) != 0)
-	{
-		all_locked = false;
-		if (!lock_warned)
-		{
-			lock_warned = true;
-			ereport(WARNING,
-					(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
-					 errmsg("could not lock key memory into RAM: %m"),
-					 errhint("Raise the memlock limit (RLIMIT_MEMLOCK) of the PostgreSQL server.")));
-		}
-	}
+	SecureMemProtect(base, SECURE_PAGE_SIZE);
 
 	page = &pages[npages++];
 	page->base = base;

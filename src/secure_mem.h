@@ -12,6 +12,7 @@ extern void SecureKeyFree(unsigned char *key);
 extern bool SecureMemLocked(void);
 extern int	SecureKeysInUse(void);
 extern void SecureMemWipeAll(void);
+extern void SecureMemProtect(void *base, size_t len);
 extern int	SecureMemWipeCount(void);
 
 #endif							/* ATREST_SECURE_MEM_H */

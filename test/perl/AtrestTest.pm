@@ -379,7 +379,8 @@ Like kms_adapter(), but the command it returns (for atrest.kms_command) first ap
 line "PID OPERATION" to the file "log" for every call it serves: PID is the process that
 ran it (the backend: the command provider execs the adapter directly) and OPERATION the
 request's "operation" (version, wrap, unwrap).  Lines are short single writes to a file
-opened for appending, so concurrent calls do not mix.  Returns undef when
+opened for appending, so concurrent calls do not mix.  While a file "log.delay" exists,
+each call first sleeps for the number of seconds it holds (a slow KMS).  Returns undef when
 test/kms/openssl-kms is missing.
 
 =cut
@@ -394,9 +395,10 @@ sub counting_kms_adapter
 req=$(cat)
 op=$(printf '%s' "$req" | sed -n 's/.*"operation" *: *"\([a-z]*\)".*/\1/p')
 echo "$PPID $op" >>'@LOG@'
+[ -f '@LOG@.delay' ] && sleep "$(cat '@LOG@.delay')"
 printf '%s' "$req" | exec '@INNER@'
 EOS
-	$script =~ s/\@LOG\@/$log/;
+	$script =~ s/\@LOG\@/$log/g;
 	$script =~ s/\@INNER\@/$inner/;
 	PostgreSQL::Test::Utils::append_to_file($cmd, $script);
 	chmod 0755, $cmd;

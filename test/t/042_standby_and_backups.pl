@@ -173,8 +173,10 @@ for my $step (@steps)
 	if ($name eq 'enable_cmk')
 	{
 		# The standby needs the CMK now: with the key disabled in the KMS, a fresh
-		# session cannot unwrap the database key.
+		# session cannot unwrap the database key (once recheck_keys() on the standby has
+		# emptied its shared key cache, which the reader filled).
 		run_command([ $kms{here}, 'disable', 'cmk1' ]);
+		$standby->safe_psql('postgres', 'SELECT atrest.recheck_keys()');
 		is(sqlstate($standby, 'SELECT count(*) FROM docs WHERE note::text IS NOT NULL'),
 			'AT001', 'with the CMK enabled, a standby session needs the KMS key (AT001 without)');
 		run_command([ $kms{here}, 'enable', 'cmk1' ]);

@@ -4,7 +4,9 @@
 # How often a backend asks the root-key provider (README, "Customer-managed keys": each
 # backend asks once per TTL, not per value; parallel workers make no provider call), counted
 # by a KMS adapter that logs each call with the pid of the process that ran it
-# (AtrestTest::counting_kms_adapter around test/kms/openssl-kms):
+# (AtrestTest::counting_kms_adapter around test/kms/openssl-kms).  pg_atrest is preloaded,
+# so backends share the key (054 tests that): where a check counts one backend's calls,
+# atrest.recheck_keys() first empties the shared cache.
 #
 #  1. with a TTL of 300 s, a fresh backend reading 2,000 encrypted values ten times over
 #     makes exactly one unwrap call;
@@ -60,6 +62,7 @@ my $read = q{SELECT count(*) FILTER (WHERE v::text LIKE 'value %') FROM docs};
 
 # --- 1. one call per backend per TTL, not per value ------------------------------------
 {
+	$node->safe_psql('postgres', 'SELECT atrest.recheck_keys()');
 	unlink $log;
 	my $s = $node->background_psql('postgres');
 	$s->query_safe('SET atrest.key_cache_ttl = 300');
@@ -97,6 +100,7 @@ my $read = q{SELECT count(*) FILTER (WHERE v::text LIKE 'value %') FROM docs};
 
 # --- 3. parallel workers make no provider call -------------------------------------------
 {
+	$node->safe_psql('postgres', 'SELECT atrest.recheck_keys()');
 	unlink $log;
 	my $s = $node->background_psql('postgres');
 	$s->query_safe(
@@ -188,6 +192,7 @@ my $read = q{SELECT count(*) FILTER (WHERE v::text LIKE 'value %') FROM docs};
 	is($node->safe_psql('postgres', q{SELECT max(version) FROM atrest.data_keys WHERE class_id = 1}),
 		'22', 'class "default" has 22 data-key versions');
 
+	$node->safe_psql('postgres', 'SELECT atrest.recheck_keys()');
 	unlink $log;
 	my $s = $node->background_psql('postgres');
 	$s->query_safe('SET atrest.key_cache_ttl = 300');
