@@ -80,7 +80,7 @@ SELECT * FROM atrest.key_status;
 SELECT atrest.rotate_data_key();
 SELECT atrest.rotate_database_key();
 SELECT atrest.create_key_class('mine');
-SELECT atrest.alter_key_class('mine', false);
+SELECT atrest.alter_key_class('mine', 'none');
 SELECT atrest.enable_cmk('pkcs11', 'pkcs11:token=t;object=o');
 SELECT atrest.disable_cmk();
 SELECT atrest.recheck_keys();

@@ -180,6 +180,9 @@ for my $step (@steps)
 		is(sqlstate($standby, 'SELECT count(*) FROM docs WHERE note::text IS NOT NULL'),
 			'AT001', 'with the CMK enabled, a standby session needs the KMS key (AT001 without)');
 		run_command([ $kms{here}, 'enable', 'cmk1' ]);
+		# recheck_keys() made every standby session drop its copy: the reader takes the
+		# key again now, so that the next step sees only what that step causes
+		is($reader->query_safe($compare_sql), "0 0 $rows", 'after recheck_keys() the standby session reads again');
 	}
 	if ($name eq 'disable_cmk')
 	{
