@@ -69,12 +69,10 @@ EnvelopeCompressionName(uint8 compression)
 uint8
 EnvelopeCompressionByName(const char *name)
 {
-	if (strcmp(name, "lz4") == 0)
-		return ENVELOPE_FLAG_LZ4;
-	if (strcmp(name, "zstd") == 0)
-		return ENVELOPE_FLAG_ZSTD;
-	if (strcmp(name, "none") == 0)
-		return 0;
+	int			flag = EnvelopeCompressionFlag(name);
+
+	if (flag >= 0)
+		return (uint8) flag;
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("unknown compression \"%s\"", name),

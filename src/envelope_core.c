@@ -467,3 +467,15 @@ EnvelopeZstdDecompress(ZSTD_DCtx *dctx, const unsigned char *payload, size_t len
 		return ENVELOPE_COMPRESSED_CORRUPT;
 	return ENVELOPE_OK;
 }
+
+int
+EnvelopeCompressionFlag(const char *name)
+{
+	if (strcmp(name, "lz4") == 0)
+		return ENVELOPE_FLAG_LZ4;
+	if (strcmp(name, "zstd") == 0)
+		return ENVELOPE_FLAG_ZSTD;
+	if (strcmp(name, "none") == 0)
+		return 0;
+	return -1;
+}

@@ -236,6 +236,12 @@ extern EnvelopeStatus EnvelopeLz4Decompress(const unsigned char *payload, size_t
 extern size_t EnvelopeZstdBound(size_t len);
 
 /*
+ * The envelope flag of a key class's compression name ("lz4", "zstd",
+ * "none": ENVELOPE_FLAG_LZ4, ENVELOPE_FLAG_ZSTD, 0); -1 for any other name.
+ */
+extern int	EnvelopeCompressionFlag(const char *name);
+
+/*
  * A reusable zstd compression context set to ATREST_ZSTD_LEVEL, without
  * content size, checksum or dictionary id in its frames; a reusable
  * decompression context.  NULL if out of memory.  zstd allocates them (with

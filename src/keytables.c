@@ -37,7 +37,7 @@
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
-#include "envelope.h"
+#include "envelope_core.h"
 #include "keyscrub.h"
 #include "keytables.h"
 #include "keywrap.h"
@@ -270,9 +270,17 @@ ClassRow(HeapTuple tup, TupleDesc desc, void *arg)
 	{
 		char	   *compression = GetTextCol(tup, desc, cs->compression_attnum);
 
-		/* the column's CHECK admits only the names EnvelopeCompressionByName takes */
 		if (compression)
-			kc->compression = EnvelopeCompressionByName(compression);
+		{
+			/* the column's CHECK admits only these names */
+			int			flag = EnvelopeCompressionFlag(compression);
+
+			if (flag < 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_DATA_CORRUPTED),
+						 errmsg("key class \"%s\" has an unknown compression \"%s\"", kc->name, compression)));
+			kc->compression = (uint8) flag;
+		}
 	}
 	cs->classes = lappend(cs->classes, kc);
 }
