@@ -170,7 +170,8 @@ SharedKeyShmemStartup(void)
 
 /*
  * From _PG_init: with shared_preload_libraries, reserve the control struct
- * and register the wipe worker.  Otherwise nothing: every backend keeps its
+ * and register the wipe worker (a static worker: it takes one of
+ * max_worker_processes for as long as the server runs).  Otherwise nothing: every backend keeps its
  * own cache (keyring.c).
  */
 void
@@ -185,6 +186,10 @@ SharedKeyCacheInit(void)
 	shmem_request_hook = SharedKeyShmemRequest;
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = SharedKeyShmemStartup;
+
+	/* no worker where the cache is off (SharedKeyShmemStartup says why) */
+	if (dynamic_shared_memory_type == DSM_IMPL_MMAP || min_dynamic_shared_memory != 0)
+		return;
 
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS;

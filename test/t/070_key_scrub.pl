@@ -20,13 +20,14 @@ use AtrestTest;
 my $kms = kms_adapter(PostgreSQL::Test::Utils::tempdir('kms') . '/keys', 'cmk1');
 plan skip_all => 'no test/kms/openssl-kms' unless $kms;
 
-# max_worker_processes = 2: the logical replication launcher and one more.
+# max_worker_processes = 3: the logical replication launcher, pg_atrest's key cache wipe
+# worker (preloaded) and one more.
 my $node = atrest_node(
 	'scrub',
 	cron => 0,
 	pkcs11 => 0,
 	init => { allows_streaming => 1 },
-	conf => "atrest.kms_command = '$kms'\nmax_worker_processes = 2\n");
+	conf => "atrest.kms_command = '$kms'\nmax_worker_processes = 3\n");
 
 $node->safe_psql(
 	'postgres', q{
@@ -159,8 +160,9 @@ $node->wait_for_catchup($standby);
 }
 
 # --- no worker slot: a WARNING with an errcode, then atrest.scrub_key_tables() ----------
-# max_worker_processes = 1: the logical replication launcher has the only slot.
-$node->append_conf('postgresql.conf', "max_worker_processes = 1\n");
+# max_worker_processes = 2: the logical replication launcher and the key cache wipe worker
+# have both slots.
+$node->append_conf('postgresql.conf', "max_worker_processes = 2\n");
 $node->restart;
 {
 	my @before = wrapped_keys();
@@ -180,7 +182,7 @@ $node->restart;
 	ok(files_contain($gone[0], database_files($node)) > 0,
 		'without a worker the superseded keys stay in the files');
 
-	$node->append_conf('postgresql.conf', "max_worker_processes = 2\n");
+	$node->append_conf('postgresql.conf', "max_worker_processes = 3\n");
 	$node->restart;
 	is($node->safe_psql('postgres', 'SELECT atrest.scrub_key_tables()'), 't',
 		'scrub_key_tables() starts a worker once a slot is free (after a restart, too)');

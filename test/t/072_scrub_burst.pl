@@ -4,8 +4,8 @@
 # slots: a change committed while this session's last scrub worker has not started yet
 # registers no other (that worker covers it), and one that finds no free slot while that
 # worker is still starting waits until a worker holds the scrub lock (its look for newer
-# changes comes after the commit).  One free worker slot (max_worker_processes = 2, the
-# logical replication launcher has the other), a database key rotation and twenty
+# changes comes after the commit).  One free worker slot (max_worker_processes = 3, the
+# logical replication launcher and the key cache wipe worker have the others), a database key rotation and twenty
 # statements that fire the key tables' triggers, each committed, in one DO block: no
 # WARNING about a worker that could not start, and the superseded wrapped keys leave the
 # files.
@@ -19,7 +19,7 @@ use Test::More;
 
 use AtrestTest;
 
-my $node = atrest_node('burst', cron => 0, pkcs11 => 0, conf => "max_worker_processes = 2\n");
+my $node = atrest_node('burst', cron => 0, pkcs11 => 0, conf => "max_worker_processes = 3\n");
 $node->safe_psql(
 	'postgres', q{
 	CREATE TABLE docs (id int PRIMARY KEY, doc atrest.encrypted_jsonb);
