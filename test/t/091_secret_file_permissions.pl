@@ -46,9 +46,13 @@ sub set_conf
 }
 
 # Read in a new session (cold key cache); returns the value, or the error text.
+# A fresh session reading a value.  Under a CMK, recheck_keys() first: the shared key cache
+# would otherwise hand it the database key without asking the provider (and so without
+# reading the PIN file) until the TTL ends.
 sub read_value
 {
 	my ($out, $err) = ('', '');
+	$node->safe_psql('postgres', 'SELECT atrest.recheck_keys()');
 	my $rc = $node->psql('postgres', "\\set VERBOSITY verbose\nSELECT v FROM t",
 		stdout => \$out, stderr => \$err);
 	return $rc == 0 ? $out : $err;
