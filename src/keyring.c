@@ -90,6 +90,13 @@ static struct
 #define MAX_MISSING_VERSIONS	1024
 
 /*
+ * How often one lookup of a data-key version re-reads the root when the
+ * version's row names another database key than the cached one (key
+ * rotations committing meanwhile).
+ */
+#define MAX_ROOT_REREADS		5
+
+/*
  * An entry of cache.datakeys: a data key unwrapped when a value first
  * needed it, a retired version (no key), or a version found missing (no
  * row) by the statement that started at "checked".
@@ -668,7 +675,7 @@ CachedDataKey(int32 class_id, uint32 version)
 {
 	uint64		hk = ((uint64) (uint32) class_id << 32) | version;
 	bool		refreshed = false;
-	bool		reread_root = false;
+	int			root_rereads = 0;
 
 	for (;;)
 	{
@@ -690,11 +697,16 @@ CachedDataKey(int32 class_id, uint32 version)
 			KeyCacheEnsure();
 			continue;
 		}
-		if (found && row.wrapped != NULL && !reread_root &&
+		if (found && row.wrapped != NULL && root_rereads < MAX_ROOT_REREADS &&
 			memcmp(row.dbk_id.data, cache.root.id.data, UUID_LEN) != 0)
 		{
-			/* a root newer than ours; invalidations arriving meanwhile mark it again */
-			reread_root = true;
+			/*
+			 * A root newer than ours; invalidations arriving meanwhile mark it
+			 * again.  Another rotation may commit between the root's re-read
+			 * and the row's, so try a few times (each re-read costs a provider
+			 * call only when the root truly changed).
+			 */
+			root_rereads++;
 			cache.stale = false;
 			KeyCacheReload();
 			continue;
