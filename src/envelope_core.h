@@ -199,15 +199,17 @@ extern EnvelopeStatus EnvelopeXaesDecrypt(EVP_CIPHER_CTX *kdf, EVP_CIPHER_CTX *d
 extern size_t EnvelopeLz4Bound(size_t len);
 
 /*
- * Size of the compressor state that EnvelopeLz4Compress works in (about
- * 256 kB): allocate it once, aligned for a pointer, and reuse it.
+ * Size of the compressor state that EnvelopeLz4Compress works in (an
+ * LZ4_stream_t, about 16 kB): allocate it once, aligned for a pointer, and
+ * reuse it.
  */
 extern size_t EnvelopeLz4StateSize(void);
 
 /*
  * Compress "len" bytes into "out" (room for EnvelopeLz4Bound(len) bytes) as
  * a compressed payload: the raw length prefix, then LZ4 data (LZ4's fast
- * mode: plain LZ4 block format, any LZ4 decoder reads it).  "state"
+ * mode through a fresh stream: plain LZ4 block format, any LZ4 decoder
+ * reads it).  "state"
  * is scratch space of EnvelopeLz4StateSize() bytes.  Returns the payload's
  * length, or 0 when compressing is not worth it (short input, or it saves
  * less than an eighth): then the caller seals the plain bytes.
