@@ -9,9 +9,10 @@
  * --json).  For every candidate (pglz as TOAST uses it, LZ4 fast at
  * accelerations 1..8 as LZ4_compress_fast, LZ4 fast through a fresh stream
  * as envelope_core.c uses it, LZ4HC at level 2 as 1.0 used it, zstd at
- * levels -5..3) it compresses and decompresses every document, checks the round trip, and measures the
- * thread's CPU time (CLOCK_THREAD_CPUTIME_ID: unlike wall-clock time it does
- * not count waiting for a CPU on a shared machine).  Rounds are interleaved,
+ * levels -5..3) it compresses and decompresses every document, checks the
+ * round trip, and measures the thread's CPU time (CLOCK_THREAD_CPUTIME_ID:
+ * unlike wall-clock time it does not count waiting for a CPU on a shared
+ * machine).  Rounds are interleaved,
  * each visiting the candidates in a rotated order; the table shows the median
  * of the rounds and ratios against LZ4 fast at acceleration 1 (what
  * PostgreSQL's lz4 TOAST compression calls: LZ4_compress_default) and
