@@ -495,7 +495,11 @@ KeyCacheLoad(Snapshot snap)
 
 		if (cache.loaded && !SameRoot(&cache.root, &root))
 		{
+			/* invalidations that came in while we read, maybe of later commits */
+			bool		stale = cache.stale;
+
 			KeyCacheDrop();
+			cache.stale = stale;
 			/* which forgot the key tables: the relcache callback needs them */
 			(void) KeyTablesDatabaseKeysOid();
 		}
