@@ -90,13 +90,6 @@ static struct
 #define MAX_MISSING_VERSIONS	1024
 
 /*
- * How often one lookup of a data-key version re-reads the root when the
- * version's row names another database key than the cached one (key
- * rotations committing meanwhile).
- */
-#define MAX_ROOT_REREADS		5
-
-/*
  * An entry of cache.datakeys: a data key unwrapped when a value first
  * needed it, a retired version (no key), or a version found missing (no
  * row) by the statement that started at "checked".
@@ -453,10 +446,12 @@ SameRoot(const RootInfo *a, const RootInfo *b)
 
 /*
  * Load the hierarchy of this database into the cache, or refresh a loaded
- * cache that an invalidation marked stale.  All three key tables are read
- * with one snapshot: a rotate_database_key() that commits between two scans
- * would otherwise give us the old database key and data keys already
- * re-wrapped under the new one.
+ * cache that an invalidation marked stale, as "snap" sees the key tables
+ * (NULL: a KeyTableSnapshot() of its own).  The active database key row and
+ * the key classes are read with one snapshot, and CachedDataKey() passes the
+ * one it read a data key's row with: a rotate_database_key() that commits
+ * between two scans would otherwise give us the old database key and data
+ * keys already re-wrapped under the new one.
  *
  * A refresh keeps the unwrapped database key when the active row still
  * names the same key with the same wrapped bytes (a data-key rotation, a
@@ -472,7 +467,7 @@ SameRoot(const RootInfo *a, const RootInfo *b)
  * errfinish() having switched to ErrorContext.
  */
 static void
-KeyCacheLoad(void)
+KeyCacheLoad(Snapshot snap)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	/* the rows as read; deleted on the way out */
@@ -487,20 +482,24 @@ KeyCacheLoad(void)
 		ListCell   *lc;
 		HASHCTL		ctl;
 		int			i = 0;
-		Snapshot	snap;
+		Snapshot	own = snap ? NULL : KeyTableSnapshot();
 
 		/* the extension may have been dropped and created again meanwhile */
 		KeyTablesForget();
 		MemoryContextSwitchTo(scratch);
-		snap = KeyTableSnapshot();
-		ReadRoot(&root, snap);
-		classes = ReadKeyClasses(snap);
-		UnregisterSnapshot(snap);
+		ReadRoot(&root, snap ? snap : own);
+		classes = ReadKeyClasses(snap ? snap : own);
+		if (own)
+			UnregisterSnapshot(own);
 		MemoryContextSwitchTo(caller);
 
 		if (cache.loaded && !SameRoot(&cache.root, &root))
 		{
+			/* invalidations that came in while we read, maybe of later commits */
+			bool		stale = cache.stale;
+
 			KeyCacheDrop();
+			cache.stale = stale;
 			/* which forgot the key tables: the relcache callback needs them */
 			(void) KeyTablesDatabaseKeysOid();
 		}
@@ -579,17 +578,17 @@ KeyCacheVerifyRoot(void)
 }
 
 /*
- * KeyCacheLoad(), leaving the cache "not loaded", every slot wiped, if it
- * fails.
+ * KeyCacheLoad(snap), leaving the cache "not loaded", every slot wiped, if
+ * it fails.
  */
 static void
-KeyCacheReload(void)
+KeyCacheReload(Snapshot snap)
 {
 	MemoryContext caller = CurrentMemoryContext;
 
 	PG_TRY();
 	{
-		KeyCacheLoad();
+		KeyCacheLoad(snap);
 	}
 	PG_CATCH();
 	{
@@ -614,7 +613,7 @@ KeyCacheEnsure(void)
 		/* invalidations arriving while we read mark it again */
 		cache.stale = false;
 		if (cache.loaded)
-			KeyCacheReload();
+			KeyCacheReload(NULL);
 	}
 	if (cache.loaded &&
 		TimestampDifferenceExceeds(cache.verified_at, GetCurrentTimestamp(),
@@ -625,7 +624,7 @@ KeyCacheEnsure(void)
 			KeyCacheDrop();
 	}
 	if (!cache.loaded)
-		KeyCacheReload();
+		KeyCacheReload(NULL);
 }
 
 static KeyClass *
@@ -660,22 +659,27 @@ ForgetAllMissing(void)
  * cache stale, it is refreshed (the root may have changed) and the lookup
  * repeated once.
  *
- * The row is read with a snapshot of its own, later than the one the root
- * was read with, and a key change may commit in between without its
- * invalidation having come in yet (a commit is visible a moment before its
- * invalidations are sent, and a backend takes them in only when it opens a
- * relation by name or locks one anew).  So a row wrapped under another
- * database key than the one held sends us to re-read the root, once:
- * KeyCacheReload() keeps the unwrapped key if the root is unchanged and
- * asks the provider only if it truly changed.  Only if the fresh root still
- * disagrees is the row wrong.
+ * The row is read later than the cached root, and a database key rotation
+ * may have committed in between without its invalidation having come in yet
+ * (a commit is visible a moment before its invalidations are sent, and a
+ * backend takes them in only when it opens a relation by name or locks one
+ * anew): then the row names a database key the cache does not hold.  So the
+ * root is re-read with the snapshot the row was read with, and the cache
+ * refreshed from that: rotate_database_key() re-wraps every data key in the
+ * transaction that makes the new database key active, so in one snapshot a
+ * row's database key is the active one.  Further rotations committing
+ * meanwhile cannot make the two disagree (reading the root with a snapshot of
+ * its own, later still, could); a row that disagrees with the root of its
+ * own snapshot is wrong.  The refresh keeps the unwrapped key if the root is
+ * unchanged and asks the provider only if it truly changed.  It does not
+ * clear "stale": invalidations that came in during the scans may be of
+ * commits the snapshot does not see, and the next use re-reads for them.
  */
 static DataKey *
 CachedDataKey(int32 class_id, uint32 version)
 {
 	uint64		hk = ((uint64) (uint32) class_id << 32) | version;
 	bool		refreshed = false;
-	int			root_rereads = 0;
 
 	for (;;)
 	{
@@ -683,6 +687,7 @@ CachedDataKey(int32 class_id, uint32 version)
 		TimestampTz stmt = GetCurrentStatementStartTimestamp();
 		DataKeyRow	row;
 		bool		found;
+		Snapshot	snap;
 		DataKey    *dk;
 
 		if (ck != NULL && !ck->missing)
@@ -690,27 +695,22 @@ CachedDataKey(int32 class_id, uint32 version)
 		if (ck != NULL && ck->checked == stmt)
 			return NULL;
 
-		found = ReadDataKey(class_id, version, NULL, &row);
+		snap = KeyTableSnapshot();
+		found = ReadDataKey(class_id, version, snap, &row);
 		if (cache.stale && !refreshed)
 		{
+			UnregisterSnapshot(snap);
 			refreshed = true;
 			KeyCacheEnsure();
 			continue;
 		}
-		if (found && row.wrapped != NULL && root_rereads < MAX_ROOT_REREADS &&
+		if (found && row.wrapped != NULL &&
 			memcmp(row.dbk_id.data, cache.root.id.data, UUID_LEN) != 0)
 		{
-			/*
-			 * A root newer than ours; invalidations arriving meanwhile mark it
-			 * again.  Another rotation may commit between the root's re-read
-			 * and the row's, so try a few times (each re-read costs a provider
-			 * call only when the root truly changed).
-			 */
-			root_rereads++;
-			cache.stale = false;
-			KeyCacheReload();
-			continue;
+			/* the root this row was wrapped under, as the same snapshot shows it */
+			KeyCacheReload(snap);
 		}
+		UnregisterSnapshot(snap);
 		if (!found)
 		{
 			if (ck == NULL && cache.nmissing >= MAX_MISSING_VERSIONS)

@@ -12,6 +12,9 @@
 #  - B rotates the database key while a statement of C runs: C, which loaded the old one
 #    at the statement's start, then needs a data key it has not unwrapped yet.  Its row
 #    names the new database key: C re-reads the database key and reads on.
+#  - The same, but B rotates the database key again each time C's statement unwraps a
+#    database key (the service key command waits for it): C unwraps the database key that
+#    the data key's row was read with, once, and reads on; it does not chase B's rotations.
 # atrest._session_key_state().cache_loaded shows when a cache was dropped.  Finally, a hot
 # standby session drops its cache when the primary's key change is replayed, and reads the
 # values written under the new key.
@@ -234,6 +237,104 @@ is($s->query_safe('SELECT count(*) FROM r WHERE (v ->> \'id\')::int = id'),
 $s->quit;
 
 $standby->stop;
+
+# --- rotations that keep committing while a statement unwraps the database key -----------
+# As above, C's statement loaded the database key and then meets a data key whose row names
+# a newer one.  Now every time C runs the service key command (to unwrap a database key),
+# the command waits until B has rotated the database key once more.  C must unwrap the
+# database key that the same snapshot as the data key's row shows, and unwrap the data key
+# under it: reading the active row with a snapshot of its own, later than the data key's
+# row, it would find yet another database key, and chase B's rotations.
+
+my $gatedir = PostgreSQL::Test::Utils::tempdir('gate');
+my $keyfile = $node->data_dir . '/pg_atrest/service.key';
+my $gate = "$gatedir/service-key-command";
+# Prints the service key.  If the backend named in gate.pid runs it (through the shell: it
+# is an ancestor), it first counts the call and waits until the test removes gate.waiting.
+PostgreSQL::Test::Utils::append_to_file(
+	$gate, qq{dir='$gatedir'
+if [ -f "\$dir/gate.pid" ]; then
+	gated=\$(cat "\$dir/gate.pid")
+	p=\$\$
+	for i in 1 2 3 4; do
+		read -r _ _ _ p _ < /proc/\$p/stat || break
+		if [ "\$p" = "\$gated" ]; then
+			echo x >>"\$dir/gate.calls"
+			touch "\$dir/gate.waiting"
+			while [ -f "\$dir/gate.waiting" ]; do sleep 0.1; done
+			break
+		fi
+	done
+fi
+exec cat '$keyfile'
+});
+$node->append_conf('postgresql.conf',
+	"atrest.service_key_command = 'sh $gate'\natrest.service_key_timeout = 600\n");
+$node->reload;
+
+my $b2 = $node->background_psql('postgres');
+my $c2 = $node->background_psql('postgres', on_error_stop => 0);
+is($b2->query_safe('SELECT atrest._service_key_source()'),
+	'atrest.service_key_command', 'the service key now comes from the gated command');
+my $c2_pid = $c2->query_safe('SELECT pg_backend_pid()');
+$b2->query_safe("SELECT pg_advisory_lock($barrier)");
+$c2->query_safe('BEGIN');
+$c2->query_safe(
+	'LOCK TABLE atrest.key_classes, atrest.data_keys, atrest.database_keys IN ACCESS SHARE MODE');
+$c2->{stdin} .= qq{SELECT x FROM (
+	SELECT 1, (v ->> 'by') || ':v' || (atrest.envelope(v)).key_version FROM r WHERE id = 12
+	UNION ALL SELECT 2, 'waited' FROM pg_advisory_lock($barrier)
+	UNION ALL SELECT 3, (v ->> 'by') || ':v' || (atrest.envelope(v)).key_version FROM r WHERE id = 1) s(n, x);
+\\echo done
+};
+$waiting = 0;
+$deadline = time + $PostgreSQL::Test::Utils::timeout_default;
+while (time < $deadline)
+{
+	$c2->{run}->pump_nb;
+	$waiting = $b2->query_safe($waiting_sql);
+	last if $waiting == 1;
+	select(undef, undef, undef, 0.1);
+}
+is($waiting, '1', "C's statement read the first value and waits for B");
+PostgreSQL::Test::Utils::append_to_file("$gatedir/gate.pid", $c2_pid);
+$b2->query_safe('SELECT atrest.rotate_database_key()');
+$b2->query_safe("SELECT pg_advisory_unlock($barrier)");
+
+# Each time C waits in the service key command, B rotates once more (at most eight times).
+my $rotations = 0;
+$deadline = time + $PostgreSQL::Test::Utils::timeout_default;
+while ($c2->{stdout} !~ /done/ && time < $deadline)
+{
+	$c2->{run}->pump_nb;
+	if (-f "$gatedir/gate.waiting")
+	{
+		if ($rotations < 8)
+		{
+			$b2->query_safe('SELECT atrest.rotate_database_key()');
+			$rotations++;
+		}
+		unlink "$gatedir/gate.waiting" or die "unlink gate.waiting: $!";
+	}
+	select(undef, undef, undef, 0.1);
+}
+unlink "$gatedir/gate.pid";
+is($c2->{stderr}, '', 'no error in C while B kept rotating the database key');
+is($c2->{stdout}, "primary:v5\nwaited\nsetup:v1\ndone\n",
+	'C read the value of data key version 1 under the database key its row was read with');
+my @gate_calls = split /\n/, PostgreSQL::Test::Utils::slurp_file("$gatedir/gate.calls");
+is(scalar(@gate_calls), 1, 'C unwrapped one database key for it');
+is($rotations, 1, 'so B rotated only once while C unwrapped it');
+$c2->{stdout} = '';
+$c2->query_safe('COMMIT');
+is($c2->query_safe(q{SELECT count(*) FROM r WHERE (v ->> 'id')::int = id}),
+	'12', "C reads every value under B's last database key");
+is($c2->query_safe('SELECT database_key_id FROM atrest.key_status'),
+	$b2->query_safe('SELECT database_key_id FROM atrest.key_status'),
+	'and C and B see the same database key');
+$c2->quit;
+$b2->quit;
+
 $node->stop;
 
 done_testing();
