@@ -9,17 +9,10 @@ CREATE FUNCTION cmp.raw(atrest.encrypted_text, bytea DEFAULT '') RETURNS bytea
     LANGUAGE internal IMMUTABLE STRICT AS 'byteacat';
 CREATE FUNCTION cmp.forge_text(bytea, bytea DEFAULT '') RETURNS atrest.encrypted_text
     LANGUAGE internal IMMUTABLE STRICT AS 'byteacat';
-CREATE FUNCTION cmp.try(q text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-    st text; msg text; det text;
-BEGIN
-    EXECUTE q;
-    RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL;
-    RETURN st || ': ' || msg || coalesce(nullif(' / ' || det, ' / '), '');
-END
-$$;
+\getenv abs_srcdir PG_ABS_SRCDIR
+\set try_schema cmp
+\set try_file :abs_srcdir '/sql/include/try.sql'
+\i :try_file
 
 -- one class per compressor; the default is lz4
 SELECT atrest.create_key_class('cmp_lz4') > 0 AS lz4_made,

@@ -23,21 +23,27 @@ CREATE FUNCTION hostile.forge_jsonb(bytea, bytea DEFAULT '') RETURNS atrest.encr
 CREATE FUNCTION hostile.forge_bytea(bytea, bytea DEFAULT '') RETURNS atrest.encrypted_bytea
     LANGUAGE internal IMMUTABLE STRICT AS 'byteacat';
 
--- Run a statement and show how it ended: "ok", or SQLSTATE, message and detail, with key
--- class ids (which depend on what earlier tests created) replaced by N.
-CREATE FUNCTION hostile.try(q text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-    st text; msg text; det text;
-BEGIN
-    EXECUTE q;
-    RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL;
-    RETURN st || ': ' || msg || coalesce(nullif(' / ' || det, ' / '), '');
-END
-$$;
+-- hostile.try(q) runs a statement and shows how it ended: "ok", or SQLSTATE, message and
+-- detail (sql/include/try.sql).  hostile.ids and hostile.active take out what depends on
+-- what earlier tests created: key class ids (replaced by N) and data-key versions (a
+-- class's active version shown as "(active)").
+\getenv abs_srcdir PG_ABS_SRCDIR
+\set try_schema hostile
+\set try_file :abs_srcdir '/sql/include/try.sql'
+\i :try_file
 CREATE FUNCTION hostile.ids(t text, id text) RETURNS text LANGUAGE sql AS
     $$ SELECT regexp_replace(t, 'key class ' || id || '\M', 'key class N', 'g') $$;
+CREATE FUNCTION hostile.active(t text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    k record;
+BEGIN
+    FOR k IN SELECT id, active_version FROM atrest.key_classes LOOP
+        t := replace(t, format('data key version %s of key class %s ', k.active_version, k.id),
+                     format('data key version (active) of key class %s ', k.id));
+    END LOOP;
+    RETURN t;
+END
+$$;
 
 -- Key memory slots held by this session: the service key, the database key and one per
 -- data key a value needed (data keys are unwrapped when first needed).  Checked again at
@@ -216,8 +222,8 @@ CREATE TEMP TABLE saved_dbk AS SELECT id, wrapped FROM atrest.database_keys WHER
 UPDATE atrest.data_keys SET wrapped = set_byte(wrapped, 20, get_byte(wrapped, 20) # 1)
  WHERE (class_id, version) IN (SELECT * FROM active_dk WHERE class_id = 1);
 SELECT atrest.recheck_keys();
-SELECT hostile.try('SELECT note::text FROM hostile.t WHERE id = 1') AS read_default_class;
-SELECT hostile.try('INSERT INTO hostile.t (id, note) VALUES (50, ''new'')') AS write_default_class;
+SELECT hostile.active(hostile.try('SELECT note::text FROM hostile.t WHERE id = 1')) AS read_default_class;
+SELECT hostile.active(hostile.try('INSERT INTO hostile.t (id, note) VALUES (50, ''new'')')) AS write_default_class;
 -- (data keys are unwrapped when first needed: another class's values stay readable)
 SELECT hostile.try('SELECT doc::jsonb FROM hostile.t WHERE id = 1') AS read_result_class;
 -- restoring the original bytes brings service back, without a recheck
@@ -227,18 +233,18 @@ SELECT note, doc FROM hostile.t WHERE id = 1;
 
 -- wrapped data keys that are truncated, too long, of an unknown format, empty
 UPDATE atrest.data_keys SET wrapped = substr(wrapped, 1, length(wrapped) - 1) WHERE (class_id, version) IN (SELECT * FROM active_dk WHERE class_id = 2);
-SELECT hostile.try('SELECT blob::bytea FROM hostile.t WHERE id = 1') AS truncated_data_key;
+SELECT hostile.active(hostile.try('SELECT blob::bytea FROM hostile.t WHERE id = 1')) AS truncated_data_key;
 UPDATE atrest.data_keys d SET wrapped = s.wrapped || '\x00'::bytea FROM saved_dk s
  WHERE d.class_id = s.class_id AND d.version = s.version AND (d.class_id, d.version) IN (SELECT * FROM active_dk WHERE class_id = 2);
-SELECT hostile.try('SELECT blob::bytea FROM hostile.t WHERE id = 1') AS long_data_key;
+SELECT hostile.active(hostile.try('SELECT blob::bytea FROM hostile.t WHERE id = 1')) AS long_data_key;
 UPDATE atrest.data_keys SET wrapped = set_byte(substr(wrapped, 1, length(wrapped) - 1), 0, 2) WHERE (class_id, version) IN (SELECT * FROM active_dk WHERE class_id = 2);
-SELECT hostile.try('SELECT blob::bytea FROM hostile.t WHERE id = 1') AS format_2_data_key;
+SELECT hostile.active(hostile.try('SELECT blob::bytea FROM hostile.t WHERE id = 1')) AS format_2_data_key;
 UPDATE atrest.data_keys SET wrapped = '' WHERE (class_id, version) IN (SELECT * FROM active_dk WHERE class_id = 2);
-SELECT hostile.try('SELECT blob::bytea FROM hostile.t WHERE id = 1') AS empty_data_key;
+SELECT hostile.active(hostile.try('SELECT blob::bytea FROM hostile.t WHERE id = 1')) AS empty_data_key;
 -- a data key swapped with another one's wrapped form (bound to its class and version)
 UPDATE atrest.data_keys SET wrapped = (SELECT wrapped FROM saved_dk JOIN active_dk USING (class_id, version) WHERE class_id = 3)
  WHERE (class_id, version) IN (SELECT * FROM active_dk WHERE class_id = 2);
-SELECT hostile.try('SELECT blob::bytea FROM hostile.t WHERE id = 1') AS swapped_data_key;
+SELECT hostile.active(hostile.try('SELECT blob::bytea FROM hostile.t WHERE id = 1')) AS swapped_data_key;
 UPDATE atrest.data_keys d SET wrapped = s.wrapped FROM saved_dk s
  WHERE d.class_id = s.class_id AND d.version = s.version AND d.wrapped <> s.wrapped;
 SELECT blob FROM hostile.t WHERE id = 1;
@@ -263,7 +269,7 @@ INSERT INTO atrest.database_keys (id, active, protector, retired_at)
 VALUES ('00000000-0000-4000-8000-000000000001', false, 'service', now());
 UPDATE atrest.data_keys SET database_key_id = '00000000-0000-4000-8000-000000000001'
  WHERE (class_id, version) IN (SELECT * FROM active_dk WHERE class_id = 1);
-SELECT hostile.try('SELECT note::text FROM hostile.t WHERE id = 1') AS data_key_of_retired_database_key;
+SELECT hostile.active(hostile.try('SELECT note::text FROM hostile.t WHERE id = 1')) AS data_key_of_retired_database_key;
 UPDATE atrest.data_keys SET database_key_id = (SELECT id FROM saved_dbk) WHERE (class_id, version) IN (SELECT * FROM active_dk WHERE class_id = 1);
 DELETE FROM atrest.database_keys WHERE id = '00000000-0000-4000-8000-000000000001';
 -- everything is back: same bytes as saved, every value readable

@@ -74,12 +74,18 @@ ServiceWrap(const unsigned char *dbk, const pg_uuid_t *id, int32 *svc_id)
 }
 
 /*
- * atrest._bootstrap(): run once by CREATE EXTENSION: a database key under the
- * service key and a first data key for every key class.
+ * Stores a new database key, "dbk" and "id" already made, and whatever goes
+ * with it.  Runs connected to SPI; may ereport(ERROR).
  */
-PG_FUNCTION_INFO_V1(atrest_bootstrap);
-Datum
-atrest_bootstrap(PG_FUNCTION_ARGS)
+typedef void (*DatabaseKeyWriter) (const unsigned char *dbk, const pg_uuid_t *id);
+
+/*
+ * Make a new database key, random id and key, and have "write" store it.  The
+ * key lives only in a secure slot, wiped on the way out, on error too.
+ * Returns the new key's id, allocated in the caller's memory context.
+ */
+static pg_uuid_t *
+MakeDatabaseKey(DatabaseKeyWriter write)
 {
 	unsigned char *dbk = SecureKeyAlloc();
 	pg_uuid_t  *id = palloc(sizeof(pg_uuid_t));
@@ -87,33 +93,9 @@ atrest_bootstrap(PG_FUNCTION_ARGS)
 	SPI_connect();
 	PG_TRY();
 	{
-		List	   *classes = ReadKeyClasses(NULL);
-		ListCell   *lc;
-		Oid			types[3] = {UUIDOID, BYTEAOID, INT4OID};
-		Datum		values[3];
-		int32		svc_id;
-
 		RandomUuid(id);
 		RandomKey(dbk);
-		/*
-		 * A missing generated service key may be generated only for the
-		 * database's first key: with keys already there, a new one would
-		 * open none of them.
-		 */
-		KeyTablesSpiExec("SELECT 1 FROM atrest.database_keys LIMIT 1", 0, NULL, NULL, NULL, SPI_OK_SELECT);
-		(void) ServiceKeyGet(0, false, SPI_processed == 0, &svc_id);
-		values[0] = UUIDPGetDatum(id);
-		values[1] = PointerGetDatum(ServiceWrap(dbk, id, &svc_id));
-		values[2] = Int32GetDatum(svc_id);
-		if (KeyTablesHaveServiceKeyId())
-			KeyTablesSpiExec("INSERT INTO atrest.database_keys (id, active, protector, wrapped, service_key_id) "
-					"VALUES ($1, true, 'service', $2, $3)", 3, types, values, NULL, SPI_OK_INSERT);
-		else
-			KeyTablesSpiExec("INSERT INTO atrest.database_keys (id, active, protector, wrapped) "
-					"VALUES ($1, true, 'service', $2)", 2, types, values, NULL, SPI_OK_INSERT);
-		foreach(lc, classes)
-			InsertDataKey(dbk, id, ((KeyClass *) lfirst(lc))->id, 1);
-		LogKeyEvent("create_database_key", NULL, 0, "service", NULL, NULL, "ok", NULL);
+		write(dbk, id);
 	}
 	PG_FINALLY();
 	{
@@ -121,7 +103,52 @@ atrest_bootstrap(PG_FUNCTION_ARGS)
 	}
 	PG_END_TRY();
 	SPI_finish();
-	PG_RETURN_UUID_P(id);
+	return id;
+}
+
+/*
+ * The database's first key, under the service key, with a first data key
+ * for every key class.
+ */
+static void
+WriteFirstDatabaseKey(const unsigned char *dbk, const pg_uuid_t *id)
+{
+	List	   *classes = ReadKeyClasses(NULL);
+	ListCell   *lc;
+	Oid			types[3] = {UUIDOID, BYTEAOID, INT4OID};
+	Datum		values[3];
+	int32		svc_id;
+
+	/*
+	 * A missing generated service key may be generated only for the
+	 * database's first key: with keys already there, a new one would open
+	 * none of them.
+	 */
+	KeyTablesSpiExec("SELECT 1 FROM atrest.database_keys LIMIT 1", 0, NULL, NULL, NULL, SPI_OK_SELECT);
+	(void) ServiceKeyGet(0, false, SPI_processed == 0, &svc_id);
+	values[0] = UUIDPGetDatum(id);
+	values[1] = PointerGetDatum(ServiceWrap(dbk, id, &svc_id));
+	values[2] = Int32GetDatum(svc_id);
+	if (KeyTablesHaveServiceKeyId())
+		KeyTablesSpiExec("INSERT INTO atrest.database_keys (id, active, protector, wrapped, service_key_id) "
+				"VALUES ($1, true, 'service', $2, $3)", 3, types, values, NULL, SPI_OK_INSERT);
+	else
+		KeyTablesSpiExec("INSERT INTO atrest.database_keys (id, active, protector, wrapped) "
+				"VALUES ($1, true, 'service', $2)", 2, types, values, NULL, SPI_OK_INSERT);
+	foreach(lc, classes)
+		InsertDataKey(dbk, id, ((KeyClass *) lfirst(lc))->id, 1);
+	LogKeyEvent("create_database_key", NULL, 0, "service", NULL, NULL, "ok", NULL);
+}
+
+/*
+ * atrest._bootstrap(): run once by CREATE EXTENSION: a database key under the
+ * service key and a first data key for every key class.
+ */
+PG_FUNCTION_INFO_V1(atrest_bootstrap);
+Datum
+atrest_bootstrap(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_UUID_P(MakeDatabaseKey(WriteFirstDatabaseKey));
 }
 
 static bool
@@ -331,6 +358,98 @@ ProtectDatabaseKey(const unsigned char *dbk, const pg_uuid_t *id,
 }
 
 /*
+ * A new database key under the active one's protector, replacing it: every
+ * data key is re-wrapped under the new key, the old row retired.
+ */
+static void
+WriteRotatedDatabaseKey(const unsigned char *dbk, const pg_uuid_t *id)
+{
+	char	   *kver = NULL;
+	bytea	   *wrapped;
+	Oid			types[8] = {UUIDOID, BYTEAOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, UUIDOID, INT4OID};
+	Datum		values[8];
+	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	const RootInfo *cached;
+	RootInfo	old;
+	int32		svc_id;
+	List	   *rows;
+	ListCell   *lc;
+
+	LockKeyTables();
+	(void) KeyringDatabaseKey(&cached);
+	/* a copy: the cache may reload below, and goes stale with our writes */
+	old = *cached;
+	old.provider = old.provider ? pstrdup(old.provider) : NULL;
+	old.key_uri = old.key_uri ? pstrdup(old.key_uri) : NULL;
+	wrapped = ProtectDatabaseKey(dbk, id, old.customer ? old.provider : NULL,
+								 old.key_uri, &kver, &svc_id);
+
+	/*
+	 * Every data key wrapped under the new database key, before any write:
+	 * our writes make the cache stale, and a reload would see the new
+	 * database key with data keys still wrapped under the old one.
+	 */
+	rows = ReadDataKeys(NULL);
+	foreach(lc, rows)
+	{
+		DataKeyRow *row = lfirst(lc);
+		unsigned char aad[KEY_AAD_MAXLEN];
+		size_t		aadlen;
+
+		if (row->wrapped == NULL)
+			continue;			/* retired: nothing left to re-wrap */
+		aadlen = DataKeyAad(id, row->class_id, row->version, aad);
+		row->wrapped = WrapKey(dbk, KeyringFindDataKey(row->class_id, row->version)->key,
+							   aad, aadlen);
+	}
+
+	values[0] = UUIDPGetDatum(id);
+	values[1] = PointerGetDatum(wrapped);
+	values[2] = CStringGetTextDatum(old.customer ? "customer" : "service");
+	if (old.customer)
+	{
+		values[3] = CStringGetTextDatum(old.provider);
+		values[4] = CStringGetTextDatum(old.key_uri);
+		values[5] = CStringGetTextDatum(kver);
+	}
+	else
+		nulls[3] = nulls[4] = nulls[5] = 'n';
+	values[6] = UUIDPGetDatum(&old.id);
+	values[7] = Int32GetDatum(svc_id);
+	KeyTablesSpiExec("UPDATE atrest.database_keys SET active = false, retired_at = now(), wrapped = NULL "
+					 "WHERE id = $7", 7, types, values, nulls, SPI_OK_UPDATE);
+	if (KeyTablesHaveServiceKeyId())
+		KeyTablesSpiExec("INSERT INTO atrest.database_keys (id, active, protector, provider, key_uri, key_version, wrapped, protected_since, service_key_id) "
+						 "SELECT $1, true, $3, $4, $5, $6, $2, protected_since, $8 FROM atrest.database_keys WHERE id = $7",
+						 8, types, values, nulls, SPI_OK_INSERT);
+	else
+		KeyTablesSpiExec("INSERT INTO atrest.database_keys (id, active, protector, provider, key_uri, key_version, wrapped, protected_since) "
+						 "SELECT $1, true, $3, $4, $5, $6, $2, protected_since FROM atrest.database_keys WHERE id = $7",
+						 7, types, values, nulls, SPI_OK_INSERT);
+
+	foreach(lc, rows)
+	{
+		DataKeyRow *row = lfirst(lc);
+		Oid			dtypes[4] = {INT4OID, INT4OID, UUIDOID, BYTEAOID};
+		Datum		dvalues[4];
+
+		if (row->wrapped == NULL)
+			continue;
+		dvalues[0] = Int32GetDatum(row->class_id);
+		dvalues[1] = Int32GetDatum((int32) row->version);
+		dvalues[2] = UUIDPGetDatum(id);
+		dvalues[3] = PointerGetDatum(row->wrapped);
+		KeyTablesSpiExec("UPDATE atrest.data_keys SET database_key_id = $3, wrapped = $4 "
+						 "WHERE class_id = $1 AND version = $2", 4, dtypes, dvalues, NULL, SPI_OK_UPDATE);
+	}
+	LogKeyEvent("rotate_database_key", NULL, 0,
+				old.customer ? old.provider : "service",
+				old.customer ? old.key_uri : NULL, kver, "ok",
+				psprintf("new database key %s",
+						 DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id)))));
+}
+
+/*
  * atrest.rotate_database_key() RETURNS uuid: a new database key under the
  * same protector; every data key is re-wrapped, no value is touched.
  */
@@ -338,105 +457,7 @@ PG_FUNCTION_INFO_V1(atrest_rotate_database_key);
 Datum
 atrest_rotate_database_key(PG_FUNCTION_ARGS)
 {
-	unsigned char *dbk = SecureKeyAlloc();
-	pg_uuid_t  *id = palloc(sizeof(pg_uuid_t));
-
-	SPI_connect();
-	PG_TRY();
-	{
-		char	   *kver = NULL;
-		bytea	   *wrapped;
-		Oid			types[8] = {UUIDOID, BYTEAOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, UUIDOID, INT4OID};
-		Datum		values[8];
-		char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-		const RootInfo *cached;
-		RootInfo	old;
-		int32		svc_id;
-		List	   *rows;
-		ListCell   *lc;
-
-		LockKeyTables();
-		(void) KeyringDatabaseKey(&cached);
-		/* a copy: the cache may reload below, and goes stale with our writes */
-		old = *cached;
-		old.provider = old.provider ? pstrdup(old.provider) : NULL;
-		old.key_uri = old.key_uri ? pstrdup(old.key_uri) : NULL;
-		RandomUuid(id);
-		RandomKey(dbk);
-		wrapped = ProtectDatabaseKey(dbk, id, old.customer ? old.provider : NULL,
-									 old.key_uri, &kver, &svc_id);
-
-		/*
-		 * Every data key wrapped under the new database key, before any
-		 * write: our writes make the cache stale, and a reload would see the
-		 * new database key with data keys still wrapped under the old one.
-		 */
-		rows = ReadDataKeys(NULL);
-		foreach(lc, rows)
-		{
-			DataKeyRow *row = lfirst(lc);
-			unsigned char aad[KEY_AAD_MAXLEN];
-			size_t		aadlen;
-
-			if (row->wrapped == NULL)
-				continue;		/* retired: nothing left to re-wrap */
-			aadlen = DataKeyAad(id, row->class_id, row->version, aad);
-			row->wrapped = WrapKey(dbk, KeyringFindDataKey(row->class_id, row->version)->key,
-								   aad, aadlen);
-		}
-
-		values[0] = UUIDPGetDatum(id);
-		values[1] = PointerGetDatum(wrapped);
-		values[2] = CStringGetTextDatum(old.customer ? "customer" : "service");
-		if (old.customer)
-		{
-			values[3] = CStringGetTextDatum(old.provider);
-			values[4] = CStringGetTextDatum(old.key_uri);
-			values[5] = CStringGetTextDatum(kver);
-		}
-		else
-			nulls[3] = nulls[4] = nulls[5] = 'n';
-		values[6] = UUIDPGetDatum(&old.id);
-		values[7] = Int32GetDatum(svc_id);
-		KeyTablesSpiExec("UPDATE atrest.database_keys SET active = false, retired_at = now(), wrapped = NULL "
-						 "WHERE id = $7", 7, types, values, nulls, SPI_OK_UPDATE);
-		if (KeyTablesHaveServiceKeyId())
-			KeyTablesSpiExec("INSERT INTO atrest.database_keys (id, active, protector, provider, key_uri, key_version, wrapped, protected_since, service_key_id) "
-							 "SELECT $1, true, $3, $4, $5, $6, $2, protected_since, $8 FROM atrest.database_keys WHERE id = $7",
-							 8, types, values, nulls, SPI_OK_INSERT);
-		else
-			KeyTablesSpiExec("INSERT INTO atrest.database_keys (id, active, protector, provider, key_uri, key_version, wrapped, protected_since) "
-							 "SELECT $1, true, $3, $4, $5, $6, $2, protected_since FROM atrest.database_keys WHERE id = $7",
-							 7, types, values, nulls, SPI_OK_INSERT);
-
-		foreach(lc, rows)
-		{
-			DataKeyRow *row = lfirst(lc);
-			Oid			dtypes[4] = {INT4OID, INT4OID, UUIDOID, BYTEAOID};
-			Datum		dvalues[4];
-
-			if (row->wrapped == NULL)
-				continue;
-			dvalues[0] = Int32GetDatum(row->class_id);
-			dvalues[1] = Int32GetDatum((int32) row->version);
-			dvalues[2] = UUIDPGetDatum(id);
-			dvalues[3] = PointerGetDatum(row->wrapped);
-			KeyTablesSpiExec("UPDATE atrest.data_keys SET database_key_id = $3, wrapped = $4 "
-							 "WHERE class_id = $1 AND version = $2", 4, dtypes, dvalues, NULL, SPI_OK_UPDATE);
-		}
-		LogKeyEvent("rotate_database_key", NULL, 0,
-					old.customer ? old.provider : "service",
-					old.customer ? old.key_uri : NULL, kver, "ok",
-					psprintf("new database key %s",
-							 DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id)))));
-	}
-	PG_FINALLY();
-	{
-		SecureKeyFree(dbk);
-	}
-	PG_END_TRY();
-	SPI_finish();
-	PG_RETURN_UUID_P(id);
+	PG_RETURN_UUID_P(MakeDatabaseKey(WriteRotatedDatabaseKey));
 }
 
 /*

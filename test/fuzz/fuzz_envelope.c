@@ -147,6 +147,43 @@ SealRaw(AtrestKind kind, uint8_t format, uint8_t flags, int32_t class_id, uint32
 		Fail("EnvelopeEncrypt failed");
 }
 
+static size_t
+Lz4Compress(const char *plain, size_t len, char *out)
+{
+	return EnvelopeLz4Compress(lz4_state, plain, len, out);
+}
+
+static size_t
+ZstdCompress(const char *plain, size_t len, char *out)
+{
+	return EnvelopeZstdCompress(zstd_cctx, plain, len, out);
+}
+
+/* The compressors a payload can name, each with its scratch state (above). */
+typedef struct Compressor
+{
+	uint8_t		flag;			/* ENVELOPE_FLAG_LZ4 or _ZSTD */
+	const char *name;			/* as in the seeds' names */
+	size_t		(*bound) (size_t len);	/* room "compress" needs in "out" */
+	size_t		(*compress) (const char *plain, size_t len, char *out);
+} Compressor;
+
+static const Compressor compressors[] = {
+	{ENVELOPE_FLAG_LZ4, "lz4", EnvelopeLz4Bound, Lz4Compress},
+	{ENVELOPE_FLAG_ZSTD, "zstd", EnvelopeZstdBound, ZstdCompress},
+};
+#define NCOMPRESSORS (sizeof(compressors) / sizeof(compressors[0]))
+
+static const Compressor *
+CompressorOf(uint8_t flag)
+{
+	for (size_t i = 0; i < NCOMPRESSORS; i++)
+		if (compressors[i].flag == flag)
+			return &compressors[i];
+	Fail("no compressor for that flag");
+	return NULL;
+}
+
 /*
  * Seal a plaintext the way EnvelopeSeal does: compressed with "compression"
  * (ENVELOPE_FLAG_LZ4 or _ZSTD) when that pays; in "format" (the server
@@ -158,19 +195,12 @@ SealValue(AtrestKind kind, uint8_t format, uint8_t compression, const unsigned c
 {
 	if (len >= ENVELOPE_COMPRESS_MIN)
 	{
+		const Compressor *cmp = CompressorOf(compression);
 		Guarded		c;
 		size_t		clen;
 
-		if (compression == ENVELOPE_FLAG_ZSTD)
-		{
-			GuardedAlloc(&c, EnvelopeZstdBound(len));
-			clen = EnvelopeZstdCompress(zstd_cctx, (const char *) plain, len, (char *) c.p);
-		}
-		else
-		{
-			GuardedAlloc(&c, EnvelopeLz4Bound(len));
-			clen = EnvelopeLz4Compress(lz4_state, (const char *) plain, len, (char *) c.p);
-		}
+		GuardedAlloc(&c, cmp->bound(len));
+		clen = cmp->compress((const char *) plain, len, (char *) c.p);
 		if (clen > 0)
 		{
 			if (clen >= len - len / 8)
@@ -394,7 +424,6 @@ WriteSeeds(const char *dir)
 {
 	static const char json[] = "{\"pages\": [{\"lines\": [\"ACME Corp\", \"Total 42.00\"]}], \"kind\": \"invoice\"}";
 	unsigned char big[600];
-	unsigned char lz[64];
 	Guarded		s;
 	size_t		slen;
 
@@ -446,48 +475,49 @@ WriteSeeds(const char *dir)
 	Seed(dir, "open-text-zstd-relabelled-format1", 0, ATREST_KIND_TEXT, s.p, slen);
 	GuardedFree(&s);
 
-	/* mode 1: payloads behind an authentic tag */
+	/* mode 1: payloads behind an authentic tag, from each compressor */
+	for (size_t i = 0; i < NCOMPRESSORS; i++)
 	{
-		size_t		clen = EnvelopeLz4Compress(lz4_state, (const char *) big, sizeof(big), (char *) lz);
-		unsigned char body[1 + sizeof(lz)];
+		const Compressor *cmp = &compressors[i];
+		unsigned char *body = malloc(1 + cmp->bound(sizeof(big)));
+		size_t		clen;
+		unsigned char rawlen_low;
+		char		name[64];
 
-		if (clen == 0 || clen > sizeof(lz))
+		if (body == NULL)
+			Fail("out of memory");
+		clen = cmp->compress((const char *) big, sizeof(big), (char *) body + 1);
+		if (clen == 0)
 			Fail("seed payload did not compress");
-		body[0] = ENVELOPE_FLAG_LZ4;
-		memcpy(body + 1, lz, clen);
-		Seed(dir, "pasttag-lz4-valid", 1, ATREST_KIND_TEXT, body, 1 + clen);
+		body[0] = cmp->flag;
+		snprintf(name, sizeof(name), "pasttag-%s-valid", cmp->name);
+		Seed(dir, name, 1, ATREST_KIND_TEXT, body, 1 + clen);
 		body[1] = 0x7f;			/* a raw length far beyond the data */
-		Seed(dir, "pasttag-lz4-huge-length", 1, ATREST_KIND_TEXT, body, 1 + clen);
+		snprintf(name, sizeof(name), "pasttag-%s-huge-length", cmp->name);
+		Seed(dir, name, 1, ATREST_KIND_TEXT, body, 1 + clen);
 		body[1] = 0;
+		rawlen_low = body[4];
 		body[4] = 0;			/* a raw length shorter than the data */
-		Seed(dir, "pasttag-lz4-short-length", 1, ATREST_KIND_TEXT, body, 1 + clen);
-		Seed(dir, "pasttag-lz4-prefix-only", 1, ATREST_KIND_TEXT, body, 1 + 3);
-		body[0] = 0;
-		Seed(dir, "pasttag-plain", 1, ATREST_KIND_BYTEA, body, 1 + clen);
-		body[0] = 0x10;			/* format 1 */
-		Seed(dir, "pasttag-plain-format1", 1, ATREST_KIND_BYTEA, body, 1 + clen);
-	}
-	{
-		unsigned char zs[128];
-		size_t		clen = EnvelopeZstdCompress(zstd_cctx, (const char *) big, sizeof(big), (char *) zs);
-		unsigned char body[1 + sizeof(zs)];
-
-		if (clen == 0 || clen > sizeof(zs))
-			Fail("seed payload did not compress with zstd");
-		body[0] = ENVELOPE_FLAG_ZSTD;
-		memcpy(body + 1, zs, clen);
-		Seed(dir, "pasttag-zstd-valid", 1, ATREST_KIND_TEXT, body, 1 + clen);
-		body[1] = 0x7f;			/* a raw length far beyond the data */
-		Seed(dir, "pasttag-zstd-huge-length", 1, ATREST_KIND_TEXT, body, 1 + clen);
-		body[1] = 0;
-		body[4] = 0;			/* a raw length shorter than the data */
-		Seed(dir, "pasttag-zstd-short-length", 1, ATREST_KIND_TEXT, body, 1 + clen);
-		body[4] = zs[3];
-		body[1 + clen / 2] ^= 0x5a; /* a damaged frame */
-		Seed(dir, "pasttag-zstd-damaged", 1, ATREST_KIND_TEXT, body, 1 + clen);
-		body[0] = ENVELOPE_FLAG_LZ4;	/* zstd data labelled LZ4 */
-		body[1 + clen / 2] ^= 0x5a;
-		Seed(dir, "pasttag-zstd-as-lz4", 1, ATREST_KIND_TEXT, body, 1 + clen);
+		snprintf(name, sizeof(name), "pasttag-%s-short-length", cmp->name);
+		Seed(dir, name, 1, ATREST_KIND_TEXT, body, 1 + clen);
+		if (cmp->flag == ENVELOPE_FLAG_LZ4)
+		{
+			Seed(dir, "pasttag-lz4-prefix-only", 1, ATREST_KIND_TEXT, body, 1 + 3);
+			body[0] = 0;
+			Seed(dir, "pasttag-plain", 1, ATREST_KIND_BYTEA, body, 1 + clen);
+			body[0] = 0x10;		/* format 1 */
+			Seed(dir, "pasttag-plain-format1", 1, ATREST_KIND_BYTEA, body, 1 + clen);
+		}
+		else
+		{
+			body[4] = rawlen_low;
+			body[1 + clen / 2] ^= 0x5a; /* a damaged frame */
+			Seed(dir, "pasttag-zstd-damaged", 1, ATREST_KIND_TEXT, body, 1 + clen);
+			body[0] = ENVELOPE_FLAG_LZ4;	/* zstd data labelled LZ4 */
+			body[1 + clen / 2] ^= 0x5a;
+			Seed(dir, "pasttag-zstd-as-lz4", 1, ATREST_KIND_TEXT, body, 1 + clen);
+		}
+		free(body);
 	}
 
 	/* mode 2: plaintexts to seal, open and tamper with */

@@ -72,6 +72,10 @@ our @EXPORT = qw(
   provider_calls
   psql_error
   psql_error_with_log
+  barrier_burst
+  barrier_release
+  barrier_pump
+  barrier_finish
   processes_matching
   log_since
   database_files
@@ -494,6 +498,82 @@ sub psql_error_with_log
 	my $offset = -s $node->logfile;
 	my $err = psql_error($node, $sql, $dbname);
 	return $err eq '' ? '' : $err . "\n--- server log ---\n" . log_since($node, $offset);
+}
+
+=pod
+
+=item barrier_burst(node, n, sql, key => 4711, dbs => [dbname...])
+
+Starts n psql sessions (background_psql) that each wait on an advisory lock
+(pg_advisory_lock_shared(key)) held by a holder session, then run "sql" followed by
+C<\echo done>, so that all n run it at the same moment once released.  Without dbs all
+sessions connect to postgres; with dbs (n names) session i connects to the i-th, and each
+database gets a holder of its own (advisory locks belong to a database).  It returns once
+pg_locks shows all n waiting at the same time, or after $PostgreSQL::Test::Utils::timeout_default;
+the returned barrier's {waiting} says how many it saw, for the test to check.  IPC::Run
+hands a session its input only while that session is pumped: the helpers pump them.
+
+Then barrier_release(barrier) lets them all go in one go (the unlocks are queued to every
+holder first, then sent), barrier_pump(barrier) pumps the sessions without blocking (for a
+test that polls the server while they run), and barrier_finish(barrier) waits until each
+session has printed "done" (or its timeout expired), ends the sessions and the holders,
+and returns what each session printed, in order.
+
+=cut
+
+sub barrier_burst
+{
+	my ($node, $n, $sql, %opts) = @_;
+	my $key = $opts{key} // 4711;
+	my @dbs = $opts{dbs} ? @{ $opts{dbs} } : ('postgres') x $n;
+	die "barrier_burst: dbs names $n databases, not " . scalar(@dbs) . "\n" unless @dbs == $n;
+	my %seen;
+	my @holders = map { $node->background_psql($_) } grep { !$seen{$_}++ } @dbs;
+	$_->query_safe("SELECT pg_advisory_lock($key)") foreach @holders;
+	my @sessions = map { $node->background_psql($_, wait => 0) } @dbs;
+	$_->wait_connect foreach @sessions;
+	$_->{stdin} .= "SELECT pg_advisory_lock_shared($key);\n$sql\n\\echo done\n" foreach @sessions;
+	my $b = { node => $node, key => $key, holders => \@holders, sessions => \@sessions, waiting => 0 };
+	my $waiting_sql = qq{SELECT count(*) FROM pg_locks
+		WHERE locktype = 'advisory' AND objid = $key AND mode = 'ShareLock' AND NOT granted};
+	my $deadline = time + $PostgreSQL::Test::Utils::timeout_default;
+	while (time < $deadline)
+	{
+		barrier_pump($b);
+		$b->{waiting} = $node->safe_psql('postgres', $waiting_sql);
+		last if $b->{waiting} == $n;
+		select(undef, undef, undef, 0.1);
+	}
+	return $b;
+}
+
+sub barrier_release
+{
+	my ($b) = @_;
+	$_->{stdin} .= "SELECT pg_advisory_unlock($b->{key});\n" foreach @{ $b->{holders} };
+	$_->{run}->pump_nb foreach @{ $b->{holders} };
+	return;
+}
+
+sub barrier_pump
+{
+	my ($b) = @_;
+	$_->{run}->pump_nb foreach @{ $b->{sessions} };
+	return;
+}
+
+sub barrier_finish
+{
+	my ($b) = @_;
+	my @out;
+	foreach my $s (@{ $b->{sessions} })
+	{
+		$s->{run}->pump until $s->{stdout} =~ /^done$/m || $s->{timeout}->is_expired;
+		push @out, $s->{stdout};
+		$s->quit;
+	}
+	$_->quit foreach @{ $b->{holders} };
+	return @out;
 }
 
 =pod

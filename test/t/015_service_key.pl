@@ -21,49 +21,19 @@ ok(!-e "$pgdata/pg_atrest/service.key", 'no service key before first use');
 # exists yet.  A barrier makes them race: in each database a holder session takes an
 # advisory lock, and the racer there asks for it (shared) before CREATE EXTENSION.  Once
 # pg_locks shows all racers waiting at the same time, every holder is told to let go in one
-# go (the unlocks are queued to all holders first, then sent).  Advisory locks belong to a
-# database, hence one holder per database.
+# go (AtrestTest::barrier_burst).
 my @dbs = map { "db$_" } 1 .. 6;
-my $barrier = 4242;
 $node->safe_psql('postgres', "CREATE DATABASE $_") foreach @dbs;
-my @holders = map { $node->background_psql($_) } @dbs;
-$_->query_safe("SELECT pg_advisory_lock($barrier)") foreach @holders;
-my @sessions = map { $node->background_psql($_, wait => 0) } @dbs;
-$_->wait_connect foreach @sessions;
-foreach my $s (@sessions)
-{
-	$s->{stdin} .= qq{SELECT pg_advisory_lock_shared($barrier);
+my $barrier = barrier_burst($node, scalar @dbs, q{
 	CREATE EXTENSION pg_atrest;
 	CREATE TABLE t (v atrest.encrypted_text);
 	INSERT INTO t VALUES ('generated-key value');
-	\\echo done
-};
-}
-# IPC::Run hands a session its input only while that session is pumped: pump them all
-# until pg_locks shows every racer waiting on the barrier.
-my $waiting_sql = qq{SELECT count(*) FROM pg_locks
-	WHERE locktype = 'advisory' AND objid = $barrier AND mode = 'ShareLock' AND NOT granted};
-my $waiting = 0;
-my $deadline = time + $PostgreSQL::Test::Utils::timeout_default;
-while (time < $deadline)
-{
-	$_->{run}->pump_nb foreach @sessions;
-	$waiting = $node->safe_psql('postgres', $waiting_sql);
-	last if $waiting == @dbs;
-	select(undef, undef, undef, 0.1);
-}
-is($waiting, scalar @dbs, 'all racers wait on the barrier at the same time (pg_locks)');
+}, key => 4242, dbs => \@dbs);
+is($barrier->{waiting}, scalar @dbs, 'all racers wait on the barrier at the same time (pg_locks)');
 ok(!-e "$pgdata/pg_atrest/service.key", 'no service key while they wait');
 
-$_->{stdin} .= "SELECT pg_advisory_unlock($barrier);\n" foreach @holders;
-$_->{run}->pump_nb foreach @holders;
-foreach my $s (@sessions)
-{
-	$s->{run}->pump until $s->{stdout} =~ /done/ || $s->{timeout}->is_expired;
-	like($s->{stdout}, qr/done/, 'a backend created the extension concurrently');
-	$s->quit;
-}
-$_->quit foreach @holders;
+barrier_release($barrier);
+like($_, qr/^done$/m, 'a backend created the extension concurrently') foreach barrier_finish($barrier);
 
 ok(-f "$pgdata/pg_atrest/service.key", 'the service key was generated');
 is((stat("$pgdata/pg_atrest/service.key"))[2] & 07777, 0600, 'with mode 0600');

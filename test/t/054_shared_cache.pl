@@ -93,44 +93,22 @@ is($later, "shared cache|$first_expiry",
 # --- 2. a barrier: ten sessions at once, a slow KMS ---------------------------------------
 {
 	recheck_and_count($node);
-	my $barrier = 5454;
-	my $holder = $node->background_psql('postgres');
-	$holder->query_safe("SELECT pg_advisory_lock($barrier)");
-	my @sessions = map { $node->background_psql('postgres', wait => 0) } 1 .. 10;
-	$_->wait_connect foreach @sessions;
-	$_->{stdin} .= "SELECT pg_advisory_lock_shared($barrier);\n$read;\n\\echo done\n" foreach @sessions;
-	my $waiting_sql = qq{SELECT count(*) FROM pg_locks
-		WHERE locktype = 'advisory' AND objid = $barrier AND mode = 'ShareLock' AND NOT granted};
-	my $waiting = 0;
-	my $deadline = time + $PostgreSQL::Test::Utils::timeout_default;
-	while (time < $deadline)
-	{
-		$_->{run}->pump_nb foreach @sessions;
-		$waiting = $node->safe_psql('postgres', $waiting_sql);
-		last if $waiting == @sessions;
-		sleep 0.1;
-	}
-	is($waiting, 10, 'ten sessions wait on the barrier at the same time');
+	my $barrier = barrier_burst($node, 10, "$read;", key => 5454);
+	is($barrier->{waiting}, 10, 'ten sessions wait on the barrier at the same time');
 	PostgreSQL::Test::Utils::append_to_file("$log.delay", "2\n");
-	$holder->query_safe("SELECT pg_advisory_unlock($barrier)");
+	barrier_release($barrier);
 	# while the one provider call takes its 2 s, the others wait for it
 	my $waiters = 0;
-	$deadline = time + 10;
+	my $deadline = time + 10;
 	while (time < $deadline && $waiters == 0)
 	{
-		$_->{run}->pump_nb foreach @sessions;
+		barrier_pump($barrier);
 		$waiters = $node->safe_psql('postgres',
 			q{SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Extension' AND wait_event = 'Extension'});
 		sleep 0.1;
 	}
 	cmp_ok($waiters, '>=', 1, "sessions wait for the fetching one (wait event Extension; $waiters seen)");
-	foreach my $s (@sessions)
-	{
-		$s->{run}->pump until $s->{stdout} =~ /done/ || $s->{timeout}->is_expired;
-		like($s->{stdout}, qr/value 7/, 'a session released from the barrier reads');
-		$s->quit;
-	}
-	$holder->quit;
+	like($_, qr/value 7/, 'a session released from the barrier reads') foreach barrier_finish($barrier);
 	unlink "$log.delay";
 	is(unwraps(), 1, 'ten sessions released at once: one unwrap call');
 }
