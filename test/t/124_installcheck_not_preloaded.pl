@@ -29,9 +29,10 @@ is($node->safe_psql('postgres', q{SELECT count(*) FROM pg_settings WHERE name LI
 # a copy of what installcheck needs, outside the tree being tested
 my $src = srcdir();
 my $dir = PostgreSQL::Test::Utils::tempdir('installcheck');
-make_path("$dir/sql", "$dir/expected");
+make_path("$dir/sql/include", "$dir/expected");
 copy("$src/Makefile", "$dir/Makefile") or die "copy Makefile: $!";
-for my $sub ('sql', 'expected')
+# sql/include holds what the tests include (\i), not tests
+for my $sub ('sql', 'sql/include', 'expected')
 {
 	opendir(my $dh, "$src/$sub") or die "$src/$sub: $!";
 	for my $f (grep { /\.(sql|out)$/ } readdir $dh)
