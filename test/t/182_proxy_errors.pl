@@ -115,7 +115,7 @@ my ($msg, $detail, $hint) = (
 	$direct =~ /ERROR:\s+AT404: (.*)/ ? $1 : 'no message',
 	$direct =~ /DETAIL:\s+(.*)/ ? $1 : undef,
 	$direct =~ /HINT:\s+(.*)/ ? $1 : undef);
-my $nowhere = 'x';
+my $nowhere = 'nw00';
 $nowhere++ while svc(qq{SELECT atrest_proxy.model_shard('$nowhere')}) != 0;
 my $remote = svc_error(qq{SELECT * FROM atrest_proxy.get_model('$nowhere')});
 my $direct_nowhere = $msg =~ s/no-such-model/$nowhere/r;
