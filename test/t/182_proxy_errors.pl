@@ -5,6 +5,8 @@
 # the message, detail, hint and context carry no socket directory, host, port, dbname= or
 # user= of its connect string, nor PL/Proxy's or libpq's own words (also with
 # client_min_messages = debug5).  The proxy's server log has libpq's message for the DBA.
+# A shard that refuses the mapped user (PQconnectPoll rather than PQconnectStart) is 08001
+# too, naming neither the shard's socket nor the user.
 # Remote errors from the running shard (AT404, 22004, ...) keep their SQLSTATE, message,
 # detail and hint; once the shard is back, the same calls work.
 
@@ -54,11 +56,12 @@ is(svc(qq{SELECT atrest_proxy.model_shard('$m1'), atrest_proxy.result_hash('$id1
                  atrest_proxy.result_hash('$batch1') & 1}),
 	'1|1|1', "model $m1, its result and its batch live on shard 1");
 
-# What svc must never see of shard 1 (and of the connect strings in general).
+# What svc must never see of the shards (and of the connect strings in general).
 my ($host, $port) = ($shards[1]->host, $shards[1]->port);
+my $ports = join '|', map { $_->port } @shards;
 my @secrets = (
 	[ qr/\Q$host\E/, 'the socket directory or host' ],
-	[ qr/\b\Q$port\E\b/, 'the port' ],
+	[ qr/\b(?:$ports)\b/, 'the port' ],
 	[ qr/\.s\.PGSQL/, 'the socket file' ],
 	[ qr/dbname\s*=|user\s*=|host\s*=|port\s*=/i, 'a connect string' ],
 	[ qr/PQconnect|libpq|PL\/Proxy function|No such file|refused/i, "PL/Proxy's or libpq's words" ]);
@@ -125,6 +128,26 @@ like($remote, qr/HINT:.*\Q$hint\E/, 'and its hint') if defined $hint;
 like(svc_error(q{SELECT atrest_proxy.begin_analyze(NULL)}), qr/ERROR:\s+22004:/, '22004 for a NULL model id');
 like(svc_error(qq{SELECT atrest_proxy.create_model('$m0')}), qr/ERROR:\s+23505:/,
 	'23505 of the running shard for a duplicate model');
+
+# a shard that refuses the mapped user (here: no such role there; the same for a wrong
+# password) is unreachable too, and names no more
+$proxy->safe_psql('postgres', q{
+	CREATE ROLE svc2 LOGIN;
+	CREATE USER MAPPING FOR svc2 SERVER atrest_shards OPTIONS (user 'no_such_role');
+	GRANT USAGE ON FOREIGN SERVER atrest_shards TO svc2;
+	SELECT atrest_proxy.grant_store('svc2');});
+my ($out2, $err2);
+my $offset = -s $proxy->logfile;
+$proxy->psql('postgres', "\\set VERBOSITY verbose\nSELECT * FROM atrest_proxy.get_model('$m0')",
+	stdout => \$out2, stderr => \$err2, extra_params => [ '-U', 'svc2' ]);
+like($err2, qr/ERROR:\s+08001: shard 0 of pg_atrest_proxy cannot be reached/,
+	'a shard refusing the mapped user: 08001 naming shard 0');
+foreach my $s (@secrets, [ qr/no_such_role/, 'the mapped user' ])
+{
+	unlike($err2, $s->[0], "a shard refusing the mapped user: svc2 sees no $s->[1]");
+}
+like(log_since($proxy, $offset), qr/PQconnectPoll.*no_such_role/s,
+	"the proxy's server log says why (libpq's message naming the user)");
 
 $shards[1]->start;
 is(svc(qq{SELECT description IS NULL FROM atrest_proxy.get_model('$m1')}), 't', 'shard 1 serves again once started');
