@@ -16,7 +16,10 @@
  * of the id (106 bits) is random, as in gen_random_uuid().
  *
  * Remote errors keep their SQLSTATE (PL/Proxy re-raises them with the remote
- * SQLSTATE, message, detail and hint): AT404 on a shard is AT404 here.
+ * SQLSTATE, message, detail and hint): AT404 on a shard is AT404 here.  A
+ * shard that cannot be reached is 08001 naming the shard by its number; how
+ * it is reached (socket path, host, port, connect string) goes to the server
+ * log only, never to the caller.
  */
 
 \echo Use "CREATE EXTENSION pg_atrest_proxy" to load this file. \quit
@@ -106,10 +109,64 @@ $$;
 -- The store, routed: same names, arguments and results as in schema atrest.
 -- Functions with a model id run on the model's shard; those with only a
 -- result id on the shard its routing tag names.
+--
+-- Each is two functions, both running as the caller (PL/Proxy connects with
+-- the user mapping of the current user): atrest_proxy._<name>, the PL/Proxy
+-- call, and atrest_proxy.<name>, a plpgsql wrapper that calls it and keeps
+-- the shards' connection details out of the caller's errors
+-- (atrest_proxy._shard_failed).
 ------------------------------------------------------------------------------
 
-CREATE FUNCTION atrest_proxy.create_model(model_id text, description text DEFAULT NULL,
-                                          definition jsonb DEFAULT NULL, artifact bytea DEFAULT NULL)
+-- Called in the exception handler of every store wrapper with the error's
+-- SQLSTATE and message and the call's routing key (its model id or result
+-- id).  PL/Proxy raises its own failures (a shard that cannot be reached, a
+-- connection that broke, a timeout) as XX000 with a message that starts with
+-- "PL/Proxy function" and carries libpq's words: the shard's socket path or
+-- host and port, for a timeout its whole connect string.  Those go to the
+-- server log only, and the caller gets an error naming the shard by its
+-- number: 08001 when no connection could be made, 08006 when an open one
+-- broke, PL/Proxy's SQLSTATE otherwise.  Any other error (a shard's own:
+-- PL/Proxy passes its SQLSTATE, message, detail and hint; or a local one)
+-- returns here, and the wrapper re-raises it unchanged.  client_min_messages
+-- is pinned so that the LOG line cannot reach the client.
+CREATE FUNCTION atrest_proxy._shard_failed(state text, message text,
+                                           model_id text DEFAULT NULL, result_id uuid DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET client_min_messages = error
+AS $$
+DECLARE
+    shard  text := '?';
+    code   text := state;
+    reason text;
+BEGIN
+    IF message NOT LIKE 'PL/Proxy function %' THEN
+        RETURN;
+    END IF;
+    IF model_id IS NOT NULL THEN
+        shard := atrest_proxy.model_shard(model_id);
+    ELSIF result_id IS NOT NULL THEN
+        shard := atrest_proxy.result_hash(result_id) & (atrest_proxy.shard_count() - 1);
+    END IF;
+    IF message ~ '^PL/Proxy function \S+\(\d+\): (\[[^]]*\] PQconnect(Start|Poll): |connect timeout to: )' THEN
+        code := '08001';
+        reason := pg_catalog.format('shard %s of pg_atrest_proxy cannot be reached', shard);
+    ELSIF message ~ '^PL/Proxy function \S+\(\d+\): \[[^]]*\] PQ[A-Za-z]+: ' THEN
+        code := '08006';
+        reason := pg_catalog.format('the connection to shard %s of pg_atrest_proxy failed', shard);
+    ELSE
+        reason := pg_catalog.format('the call to shard %s of pg_atrest_proxy failed', shard);
+    END IF;
+    RAISE LOG '%', reason
+        USING DETAIL = pg_catalog.format('SQLSTATE %s: %s', state, message);
+    RAISE EXCEPTION '%', reason
+        USING ERRCODE = code,
+              HINT = 'The server log of the proxy database says why.';
+END;
+$$;
+
+CREATE FUNCTION atrest_proxy._create_model(model_id text, description text, definition jsonb, artifact bytea)
 RETURNS void
 LANGUAGE plproxy AS $$
     CLUSTER 'atrest_shards';
@@ -117,7 +174,21 @@ LANGUAGE plproxy AS $$
     TARGET atrest.create_model;
 $$;
 
-CREATE FUNCTION atrest_proxy.get_model(model_id text,
+CREATE FUNCTION atrest_proxy.create_model(model_id text, description text DEFAULT NULL,
+    definition jsonb DEFAULT NULL, artifact bytea DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM atrest_proxy._create_model(model_id, description, definition, artifact);
+EXCEPTION WHEN OTHERS THEN
+    PERFORM atrest_proxy._shard_failed(SQLSTATE, SQLERRM, model_id);
+    RAISE;
+END;
+$$;
+
+CREATE FUNCTION atrest_proxy._get_model(model_id text,
     OUT description text, OUT created_at timestamptz, OUT definition jsonb, OUT artifact bytea)
 LANGUAGE plproxy AS $$
     CLUSTER 'atrest_shards';
@@ -125,11 +196,39 @@ LANGUAGE plproxy AS $$
     TARGET atrest.get_model;
 $$;
 
-CREATE FUNCTION atrest_proxy.delete_model(model_id text) RETURNS boolean
+CREATE FUNCTION atrest_proxy.get_model(model_id text,
+    OUT description text, OUT created_at timestamptz, OUT definition jsonb, OUT artifact bytea)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    SELECT * INTO description, created_at, definition, artifact
+      FROM atrest_proxy._get_model(model_id);
+EXCEPTION WHEN OTHERS THEN
+    PERFORM atrest_proxy._shard_failed(SQLSTATE, SQLERRM, model_id);
+    RAISE;
+END;
+$$;
+
+CREATE FUNCTION atrest_proxy._delete_model(model_id text)
+RETURNS boolean
 LANGUAGE plproxy AS $$
     CLUSTER 'atrest_shards';
     RUN ON atrest_proxy.model_hash(model_id);
     TARGET atrest.delete_model;
+$$;
+
+CREATE FUNCTION atrest_proxy.delete_model(model_id text)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN atrest_proxy._delete_model(model_id);
+EXCEPTION WHEN OTHERS THEN
+    PERFORM atrest_proxy._shard_failed(SQLSTATE, SQLERRM, model_id);
+    RAISE;
+END;
 $$;
 
 -- begin_analyze and begin_analyze_batch make the result id here and hand it
@@ -146,25 +245,61 @@ $$;
 CREATE FUNCTION atrest_proxy.begin_analyze(model_id text, document bytea DEFAULT NULL,
                                            content_type text DEFAULT NULL)
 RETURNS uuid
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT atrest_proxy._begin_analyze(atrest_proxy.new_result_id($1), $1, $2, $3) $$;
+AS $$
+BEGIN
+    RETURN atrest_proxy._begin_analyze(atrest_proxy.new_result_id(model_id), model_id,
+                                       document, content_type);
+EXCEPTION WHEN OTHERS THEN
+    PERFORM atrest_proxy._shard_failed(SQLSTATE, SQLERRM, model_id);
+    RAISE;
+END;
+$$;
 
-CREATE FUNCTION atrest_proxy.complete_analyze(result_id uuid, result jsonb) RETURNS timestamptz
+CREATE FUNCTION atrest_proxy._complete_analyze(result_id uuid, result jsonb)
+RETURNS timestamptz
 LANGUAGE plproxy AS $$
     CLUSTER 'atrest_shards';
     RUN ON atrest_proxy.result_hash(result_id);
     TARGET atrest.complete_analyze;
 $$;
 
-CREATE FUNCTION atrest_proxy.fail_analyze(result_id uuid, error jsonb) RETURNS timestamptz
+CREATE FUNCTION atrest_proxy.complete_analyze(result_id uuid, result jsonb)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN atrest_proxy._complete_analyze(result_id, result);
+EXCEPTION WHEN OTHERS THEN
+    PERFORM atrest_proxy._shard_failed(SQLSTATE, SQLERRM, result_id => result_id);
+    RAISE;
+END;
+$$;
+
+CREATE FUNCTION atrest_proxy._fail_analyze(result_id uuid, error jsonb)
+RETURNS timestamptz
 LANGUAGE plproxy AS $$
     CLUSTER 'atrest_shards';
     RUN ON atrest_proxy.result_hash(result_id);
     TARGET atrest.fail_analyze;
 $$;
 
-CREATE FUNCTION atrest_proxy.get_analyze_result(model_id text, result_id uuid,
+CREATE FUNCTION atrest_proxy.fail_analyze(result_id uuid, error jsonb)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN atrest_proxy._fail_analyze(result_id, error);
+EXCEPTION WHEN OTHERS THEN
+    PERFORM atrest_proxy._shard_failed(SQLSTATE, SQLERRM, result_id => result_id);
+    RAISE;
+END;
+$$;
+
+CREATE FUNCTION atrest_proxy._get_analyze_result(model_id text, result_id uuid,
     OUT status text, OUT created_at timestamptz, OUT last_updated_at timestamptz,
     OUT result jsonb, OUT error jsonb)
 LANGUAGE plproxy AS $$
@@ -173,14 +308,43 @@ LANGUAGE plproxy AS $$
     TARGET atrest.get_analyze_result;
 $$;
 
-CREATE FUNCTION atrest_proxy.delete_analyze_result(model_id text, result_id uuid) RETURNS boolean
+CREATE FUNCTION atrest_proxy.get_analyze_result(model_id text, result_id uuid,
+    OUT status text, OUT created_at timestamptz, OUT last_updated_at timestamptz,
+    OUT result jsonb, OUT error jsonb)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    SELECT * INTO status, created_at, last_updated_at, result, error
+      FROM atrest_proxy._get_analyze_result(model_id, result_id);
+EXCEPTION WHEN OTHERS THEN
+    PERFORM atrest_proxy._shard_failed(SQLSTATE, SQLERRM, model_id);
+    RAISE;
+END;
+$$;
+
+CREATE FUNCTION atrest_proxy._delete_analyze_result(model_id text, result_id uuid)
+RETURNS boolean
 LANGUAGE plproxy AS $$
     CLUSTER 'atrest_shards';
     RUN ON atrest_proxy.model_hash(model_id);
     TARGET atrest.delete_analyze_result;
 $$;
 
-CREATE FUNCTION atrest_proxy.get_analyze_document(model_id text, result_id uuid,
+CREATE FUNCTION atrest_proxy.delete_analyze_result(model_id text, result_id uuid)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN atrest_proxy._delete_analyze_result(model_id, result_id);
+EXCEPTION WHEN OTHERS THEN
+    PERFORM atrest_proxy._shard_failed(SQLSTATE, SQLERRM, model_id);
+    RAISE;
+END;
+$$;
+
+CREATE FUNCTION atrest_proxy._get_analyze_document(model_id text, result_id uuid,
     OUT content_type text, OUT document bytea)
 LANGUAGE plproxy AS $$
     CLUSTER 'atrest_shards';
@@ -188,7 +352,21 @@ LANGUAGE plproxy AS $$
     TARGET atrest.get_analyze_document;
 $$;
 
-CREATE FUNCTION atrest_proxy.put_analyze_output(result_id uuid, kind text, output_id text, content bytea)
+CREATE FUNCTION atrest_proxy.get_analyze_document(model_id text, result_id uuid,
+    OUT content_type text, OUT document bytea)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    SELECT * INTO content_type, document
+      FROM atrest_proxy._get_analyze_document(model_id, result_id);
+EXCEPTION WHEN OTHERS THEN
+    PERFORM atrest_proxy._shard_failed(SQLSTATE, SQLERRM, model_id);
+    RAISE;
+END;
+$$;
+
+CREATE FUNCTION atrest_proxy._put_analyze_output(result_id uuid, kind text, output_id text, content bytea)
 RETURNS void
 LANGUAGE plproxy AS $$
     CLUSTER 'atrest_shards';
@@ -196,19 +374,59 @@ LANGUAGE plproxy AS $$
     TARGET atrest.put_analyze_output;
 $$;
 
-CREATE FUNCTION atrest_proxy.get_analyze_result_pdf(model_id text, result_id uuid) RETURNS bytea
+CREATE FUNCTION atrest_proxy.put_analyze_output(result_id uuid, kind text, output_id text, content bytea)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM atrest_proxy._put_analyze_output(result_id, kind, output_id, content);
+EXCEPTION WHEN OTHERS THEN
+    PERFORM atrest_proxy._shard_failed(SQLSTATE, SQLERRM, result_id => result_id);
+    RAISE;
+END;
+$$;
+
+CREATE FUNCTION atrest_proxy._get_analyze_result_pdf(model_id text, result_id uuid)
+RETURNS bytea
 LANGUAGE plproxy AS $$
     CLUSTER 'atrest_shards';
     RUN ON atrest_proxy.model_hash(model_id);
     TARGET atrest.get_analyze_result_pdf;
 $$;
 
-CREATE FUNCTION atrest_proxy.get_analyze_result_figure(model_id text, result_id uuid, figure_id text)
+CREATE FUNCTION atrest_proxy.get_analyze_result_pdf(model_id text, result_id uuid)
+RETURNS bytea
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN atrest_proxy._get_analyze_result_pdf(model_id, result_id);
+EXCEPTION WHEN OTHERS THEN
+    PERFORM atrest_proxy._shard_failed(SQLSTATE, SQLERRM, model_id);
+    RAISE;
+END;
+$$;
+
+CREATE FUNCTION atrest_proxy._get_analyze_result_figure(model_id text, result_id uuid, figure_id text)
 RETURNS bytea
 LANGUAGE plproxy AS $$
     CLUSTER 'atrest_shards';
     RUN ON atrest_proxy.model_hash(model_id);
     TARGET atrest.get_analyze_result_figure;
+$$;
+
+CREATE FUNCTION atrest_proxy.get_analyze_result_figure(model_id text, result_id uuid, figure_id text)
+RETURNS bytea
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN atrest_proxy._get_analyze_result_figure(model_id, result_id, figure_id);
+EXCEPTION WHEN OTHERS THEN
+    PERFORM atrest_proxy._shard_failed(SQLSTATE, SQLERRM, model_id);
+    RAISE;
+END;
 $$;
 
 CREATE FUNCTION atrest_proxy._begin_analyze_batch(result_id uuid, model_id text, request jsonb)
@@ -219,13 +437,21 @@ LANGUAGE plproxy AS $$
     TARGET atrest.begin_analyze_batch_with_id;
 $$;
 
-CREATE FUNCTION atrest_proxy.begin_analyze_batch(model_id text, request jsonb) RETURNS uuid
-LANGUAGE sql VOLATILE
+CREATE FUNCTION atrest_proxy.begin_analyze_batch(model_id text, request jsonb)
+RETURNS uuid
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT atrest_proxy._begin_analyze_batch(atrest_proxy.new_result_id($1), $1, $2) $$;
+AS $$
+BEGIN
+    RETURN atrest_proxy._begin_analyze_batch(atrest_proxy.new_result_id(model_id), model_id, request);
+EXCEPTION WHEN OTHERS THEN
+    PERFORM atrest_proxy._shard_failed(SQLSTATE, SQLERRM, model_id);
+    RAISE;
+END;
+$$;
 
-CREATE FUNCTION atrest_proxy.update_analyze_batch(result_id uuid, status text,
-                                                  percent_completed integer, result jsonb)
+CREATE FUNCTION atrest_proxy._update_analyze_batch(result_id uuid, status text,
+    percent_completed integer, result jsonb)
 RETURNS timestamptz
 LANGUAGE plproxy AS $$
     CLUSTER 'atrest_shards';
@@ -233,7 +459,21 @@ LANGUAGE plproxy AS $$
     TARGET atrest.update_analyze_batch;
 $$;
 
-CREATE FUNCTION atrest_proxy.get_analyze_batch_result(model_id text, result_id uuid,
+CREATE FUNCTION atrest_proxy.update_analyze_batch(result_id uuid, status text,
+    percent_completed integer, result jsonb)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN atrest_proxy._update_analyze_batch(result_id, status, percent_completed, result);
+EXCEPTION WHEN OTHERS THEN
+    PERFORM atrest_proxy._shard_failed(SQLSTATE, SQLERRM, result_id => result_id);
+    RAISE;
+END;
+$$;
+
+CREATE FUNCTION atrest_proxy._get_analyze_batch_result(model_id text, result_id uuid,
     OUT status text, OUT created_at timestamptz, OUT last_updated_at timestamptz,
     OUT percent_completed integer, OUT request jsonb, OUT result jsonb, OUT error jsonb)
 LANGUAGE plproxy AS $$
@@ -242,7 +482,22 @@ LANGUAGE plproxy AS $$
     TARGET atrest.get_analyze_batch_result;
 $$;
 
-CREATE FUNCTION atrest_proxy.list_analyze_batch_results(model_id text)
+CREATE FUNCTION atrest_proxy.get_analyze_batch_result(model_id text, result_id uuid,
+    OUT status text, OUT created_at timestamptz, OUT last_updated_at timestamptz,
+    OUT percent_completed integer, OUT request jsonb, OUT result jsonb, OUT error jsonb)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    SELECT * INTO status, created_at, last_updated_at, percent_completed, request, result, error
+      FROM atrest_proxy._get_analyze_batch_result(model_id, result_id);
+EXCEPTION WHEN OTHERS THEN
+    PERFORM atrest_proxy._shard_failed(SQLSTATE, SQLERRM, model_id);
+    RAISE;
+END;
+$$;
+
+CREATE FUNCTION atrest_proxy._list_analyze_batch_results(model_id text)
 RETURNS TABLE (result_id uuid, status text, created_at timestamptz,
                last_updated_at timestamptz, percent_completed integer)
 LANGUAGE plproxy AS $$
@@ -251,11 +506,39 @@ LANGUAGE plproxy AS $$
     TARGET atrest.list_analyze_batch_results;
 $$;
 
-CREATE FUNCTION atrest_proxy.delete_analyze_batch_result(model_id text, result_id uuid) RETURNS boolean
+CREATE FUNCTION atrest_proxy.list_analyze_batch_results(model_id text)
+RETURNS TABLE (result_id uuid, status text, created_at timestamptz,
+               last_updated_at timestamptz, percent_completed integer)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY SELECT * FROM atrest_proxy._list_analyze_batch_results(model_id);
+EXCEPTION WHEN OTHERS THEN
+    PERFORM atrest_proxy._shard_failed(SQLSTATE, SQLERRM, model_id);
+    RAISE;
+END;
+$$;
+
+CREATE FUNCTION atrest_proxy._delete_analyze_batch_result(model_id text, result_id uuid)
+RETURNS boolean
 LANGUAGE plproxy AS $$
     CLUSTER 'atrest_shards';
     RUN ON atrest_proxy.model_hash(model_id);
     TARGET atrest.delete_analyze_batch_result;
+$$;
+
+CREATE FUNCTION atrest_proxy.delete_analyze_batch_result(model_id text, result_id uuid)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN atrest_proxy._delete_analyze_batch_result(model_id, result_id);
+EXCEPTION WHEN OTHERS THEN
+    PERFORM atrest_proxy._shard_failed(SQLSTATE, SQLERRM, model_id);
+    RAISE;
+END;
 $$;
 
 ------------------------------------------------------------------------------
@@ -517,8 +800,25 @@ BEGIN
         'atrest_proxy.get_analyze_batch_result(text, uuid)',
         'atrest_proxy.list_analyze_batch_results(text)',
         'atrest_proxy.delete_analyze_batch_result(text, uuid)',
+        -- what the functions above call, as the caller
+        'atrest_proxy._create_model(text, text, jsonb, bytea)',
+        'atrest_proxy._get_model(text)',
+        'atrest_proxy._delete_model(text)',
         'atrest_proxy._begin_analyze(uuid, text, bytea, text)',
+        'atrest_proxy._complete_analyze(uuid, jsonb)',
+        'atrest_proxy._fail_analyze(uuid, jsonb)',
+        'atrest_proxy._get_analyze_result(text, uuid)',
+        'atrest_proxy._delete_analyze_result(text, uuid)',
+        'atrest_proxy._get_analyze_document(text, uuid)',
+        'atrest_proxy._put_analyze_output(uuid, text, text, bytea)',
+        'atrest_proxy._get_analyze_result_pdf(text, uuid)',
+        'atrest_proxy._get_analyze_result_figure(text, uuid, text)',
         'atrest_proxy._begin_analyze_batch(uuid, text, jsonb)',
+        'atrest_proxy._update_analyze_batch(uuid, text, integer, jsonb)',
+        'atrest_proxy._get_analyze_batch_result(text, uuid)',
+        'atrest_proxy._list_analyze_batch_results(text)',
+        'atrest_proxy._delete_analyze_batch_result(text, uuid)',
+        'atrest_proxy._shard_failed(text, text, text, uuid)',
         'atrest_proxy.new_result_id(text)',
         'atrest_proxy.model_hash(text)',
         'atrest_proxy.result_hash(uuid)',
