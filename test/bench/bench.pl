@@ -16,7 +16,9 @@
 #   provider root-key provider calls of a backend reading 100,000 values   (needs keyops)
 #   connections  fresh connections each reading one value, and pgbench point lookups with 8
 #            clients, under the service key and under a CMK behind a KMS adapter with 20 ms
-#            of latency: first-read time and KMS unwrap calls               (needs insert)
+#            of latency: first-read time and KMS unwrap calls; then the pgbench again
+#            with the server restarted under glibc.malloc.trim_threshold=8388608 (a
+#            diagnostic: no backend trims its heap)                          (needs insert)
 #   purge    atrest.purge_expired() over full-size expired results (the generated
 #            documents, TOASTed), under 4 clients; lock waits from log_lock_waits
 #            (needs data; when the store exists)
@@ -817,6 +819,20 @@ sub first_read_ms
 	return $ms;
 }
 
+# glibc's malloc tunable that keeps every backend from trimming its heap (see below).
+my $NOTRIM = 'GLIBC_TUNABLES=glibc.malloc.trim_threshold=8388608';
+
+# Restart the sandbox cluster, with one more variable in the postmaster's environment
+# (its backends inherit it) or, with undef, without.
+sub restart_server
+{
+	my ($env) = @_;
+	my @cmd = ($RUNUSER, '-u', 'postgres', '--', 'env', defined $env ? ($env) : (),
+		"$PG_BIN/pg_ctl", '-D', $ENV{ATREST_PGDATA}, '-l', "$SB/server.log", '-w', '-t', '60', 'restart');
+	my $out = `@{[ join(' ', map { "'$_'" } @cmd) ]} 2>&1`;
+	die "bench.pl: restarting the server failed:\n$out\n" if $?;
+}
+
 # $n fresh connections, one after another; returns their first-read times.
 sub fresh_connections
 {
@@ -926,6 +942,26 @@ EOS
 				  . "%d in %d at once; pgbench %.0f TPS\n", $r, $k, median(@ms), $seq, $n, $burst, $n, $tps);
 		}
 	}
+	# The same pgbench with glibc's heap trimming out of the way: a diagnostic, not a goal.
+	# A point lookup of a 23 KB document frees well over 128 KB at the end of each query;
+	# whether glibc then gives the top of the heap back to the kernel (and the next query
+	# faults it in again) depends on where each backend's earlier allocations landed, not
+	# on the key.  With the postmaster started under a trim threshold of 8 MB no backend
+	# trims, so the ratio below compares only what each query does.
+	step("fresh connections: pgbench point lookups again, the server restarted with $NOTRIM");
+	restart_server($NOTRIM);
+	for my $r (1 .. $rounds)
+	{
+		for my $k (rotated($r - 1, 'service', 'cmk'))
+		{
+			psql($enable) if $k eq 'cmk';
+			my ($tps) = pgbench($pgb, $C{lookup_seconds}, clients => 8);
+			record('conn', 'lookup_notrim', $k, $n, $r, $tps, 'tps');
+			psql('SELECT atrest.disable_cmk();') if $k eq 'cmk';
+			print sprintf("   round %d, %s, no heap trimming: pgbench %.0f TPS\n", $r, $k, $tps);
+		}
+	}
+	restart_server(undef);
 	psql("ALTER SYSTEM RESET atrest.kms_command;\nSELECT pg_reload_conf();", db => 'postgres');
 	$CONN{n} = $n;
 	$CONN{rounds} = $rounds;
@@ -1326,6 +1362,14 @@ if (%CONN)
 		$umax, join(', ', @u), join(', ', @b)));
 	goal($fc / $fs <= 1.2, 'first read of a fresh connection under a CMK', '<= 1.20x of the service key', sprintf('%.2fx', $fc / $fs));
 	goal($tc / $ts >= 0.98, 'point-lookup TPS, 8 clients, under a CMK', '>= 0.98x of the service key', sprintf('%.2fx', $tc / $ts));
+	my ($ns, $nc) = map { med('conn', 'lookup_notrim', $_, $n) } qw(service cmk);
+	if (defined $ns && defined $nc)
+	{
+		push @report, sprintf('  the same with glibc\'s heap trimming off (%s; a diagnostic): service key %.0f TPS, CMK %.0f TPS (%.2fx)',
+			$NOTRIM, $ns, $nc, $nc / $ns);
+		$md[-1] .= sprintf(' With glibc\'s heap trimming off (`%s`, a diagnostic): %.0f TPS against %.0f (%.2fx).',
+			$NOTRIM, $nc, $ns, $nc / $ns);
+	}
 }
 
 if ($PURGE{pending})
