@@ -232,10 +232,6 @@ FindKeyOrFail(AtrestKind kind, const EnvelopeHeader *hdr)
 }
 
 /*
- * Encrypt "len" payload bytes into a new sealed varlena under "dk", in the
- * current format with a fresh random nonce.
- */
-/*
  * Nonces come from OpenSSL's CSPRNG a page at a time: one RAND_bytes() call
  * per value cost 2% of a bulk insert (the DRBG's locking and parameter
  * lookups), one per 42 values costs nothing measurable.  The bytes are as
@@ -268,6 +264,10 @@ NonceBytes(unsigned char *dst, Size n)
 	nonce_pool_used += n;
 }
 
+/*
+ * Encrypt "len" payload bytes into a new sealed varlena under "dk", in the
+ * current format with a fresh random nonce.
+ */
 static bytea *
 SealPayload(AtrestKind kind, DataKey *dk, uint8 flags, const char *payload, Size len)
 {

@@ -483,12 +483,13 @@ KeyCacheLoad(Snapshot snap)
 		HASHCTL		ctl;
 		int			i = 0;
 		Snapshot	own = snap ? NULL : KeyTableSnapshot();
+		Snapshot	use = snap ? snap : own;
 
 		/* the extension may have been dropped and created again meanwhile */
 		KeyTablesForget();
 		MemoryContextSwitchTo(scratch);
-		ReadRoot(&root, snap ? snap : own);
-		classes = ReadKeyClasses(snap ? snap : own);
+		ReadRoot(&root, use);
+		classes = ReadKeyClasses(use);
 		if (own)
 			UnregisterSnapshot(own);
 		MemoryContextSwitchTo(caller);

@@ -76,6 +76,7 @@ our @EXPORT = qw(
   barrier_release
   barrier_pump
   barrier_finish
+  advisory_waiters
   processes_matching
   log_since
   database_files
@@ -533,17 +534,8 @@ sub barrier_burst
 	my @sessions = map { $node->background_psql($_, wait => 0) } @dbs;
 	$_->wait_connect foreach @sessions;
 	$_->{stdin} .= "SELECT pg_advisory_lock_shared($key);\n$sql\n\\echo done\n" foreach @sessions;
-	my $b = { node => $node, key => $key, holders => \@holders, sessions => \@sessions, waiting => 0 };
-	my $waiting_sql = qq{SELECT count(*) FROM pg_locks
-		WHERE locktype = 'advisory' AND objid = $key AND mode = 'ShareLock' AND NOT granted};
-	my $deadline = time + $PostgreSQL::Test::Utils::timeout_default;
-	while (time < $deadline)
-	{
-		barrier_pump($b);
-		$b->{waiting} = $node->safe_psql('postgres', $waiting_sql);
-		last if $b->{waiting} == $n;
-		select(undef, undef, undef, 0.1);
-	}
+	my $b = { node => $node, key => $key, holders => \@holders, sessions => \@sessions };
+	$b->{waiting} = advisory_waiters($node, $key, $n, mode => 'ShareLock', pump => \@sessions);
 	return $b;
 }
 
@@ -574,6 +566,36 @@ sub barrier_finish
 	}
 	$_->quit foreach @{ $b->{holders} };
 	return @out;
+}
+
+=pod
+
+=item advisory_waiters(observer, key, n, mode => 'ShareLock', pump => [sessions])
+
+Pumps the background psql sessions in pump (IPC::Run feeds a session only while it is
+pumped) until pg_locks shows n sessions waiting for advisory lock key (in mode, when
+given), or $PostgreSQL::Test::Utils::timeout_default passes; returns the last count seen.
+observer is a node (asked through its postgres database) or a background psql session.
+
+=cut
+
+sub advisory_waiters
+{
+	my ($observer, $key, $n, %opts) = @_;
+	my $mode = defined $opts{mode} ? " AND mode = '$opts{mode}'" : '';
+	my $sql = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $key$mode AND NOT granted";
+	my $count = 0;
+	my $deadline = time + $PostgreSQL::Test::Utils::timeout_default;
+	while (time < $deadline)
+	{
+		$_->{run}->pump_nb foreach @{ $opts{pump} // [] };
+		$count = $observer->isa('PostgreSQL::Test::Cluster')
+		  ? $observer->safe_psql('postgres', $sql)
+		  : $observer->query_safe($sql);
+		last if $count == $n;
+		select(undef, undef, undef, 0.1);
+	}
+	return $count;
 }
 
 =pod

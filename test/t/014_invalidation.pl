@@ -172,18 +172,7 @@ $c->{stdin} .= qq{SELECT x FROM (
 	UNION ALL SELECT 3, (v ->> 'by') || ':v' || (atrest.envelope(v)).key_version FROM r WHERE id = 1) s(n, x);
 \\echo done
 };
-my $waiting_sql = qq{SELECT count(*) FROM pg_locks
-	WHERE locktype = 'advisory' AND objid = $barrier AND NOT granted};
-my $waiting = 0;
-my $deadline = time + $PostgreSQL::Test::Utils::timeout_default;
-while (time < $deadline)
-{
-	$c->{run}->pump_nb;
-	$waiting = $b->query_safe($waiting_sql);
-	last if $waiting == 1;
-	select(undef, undef, undef, 0.1);
-}
-is($waiting, '1', "C's statement read the first value and waits for B");
+is(advisory_waiters($b, $barrier, 1, pump => [$c]), '1', "C's statement read the first value and waits for B");
 my $dbk_after = $b->query_safe('SELECT atrest.rotate_database_key()');
 isnt($dbk_after, $dbk_before, 'B rotates the database key meanwhile');
 $b->query_safe("SELECT pg_advisory_unlock($barrier)");
@@ -287,23 +276,14 @@ $c2->{stdin} .= qq{SELECT x FROM (
 	UNION ALL SELECT 3, (v ->> 'by') || ':v' || (atrest.envelope(v)).key_version FROM r WHERE id = 1) s(n, x);
 \\echo done
 };
-$waiting = 0;
-$deadline = time + $PostgreSQL::Test::Utils::timeout_default;
-while (time < $deadline)
-{
-	$c2->{run}->pump_nb;
-	$waiting = $b2->query_safe($waiting_sql);
-	last if $waiting == 1;
-	select(undef, undef, undef, 0.1);
-}
-is($waiting, '1', "C's statement read the first value and waits for B");
+is(advisory_waiters($b2, $barrier, 1, pump => [$c2]), '1', "C's statement read the first value and waits for B");
 PostgreSQL::Test::Utils::append_to_file("$gatedir/gate.pid", $c2_pid);
 $b2->query_safe('SELECT atrest.rotate_database_key()');
 $b2->query_safe("SELECT pg_advisory_unlock($barrier)");
 
 # Each time C waits in the service key command, B rotates once more (at most eight times).
 my $rotations = 0;
-$deadline = time + $PostgreSQL::Test::Utils::timeout_default;
+my $deadline = time + $PostgreSQL::Test::Utils::timeout_default;
 while ($c2->{stdout} !~ /done/ && time < $deadline)
 {
 	$c2->{run}->pump_nb;
