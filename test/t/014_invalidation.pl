@@ -159,6 +159,21 @@ is( $b->query_safe(q{SELECT count(*) FROM r WHERE v IS NOT NULL AND (v ->> 'id')
 
 my $c = $node->background_psql('postgres', on_error_stop => 0);
 my $barrier = 4711;
+# Queue to session $c one statement that reads row $first_id, then waits for the advisory
+# lock $barrier (held by $b), then reads row 1, each with its value's data-key version; return
+# once C waits (the count of waiters seen, 1).
+sub read_wait_read
+{
+	my ($c, $b, $first_id) = @_;
+	$c->{stdin} .= qq{SELECT x FROM (
+	SELECT 1, (v ->> 'by') || ':v' || (atrest.envelope(v)).key_version FROM r WHERE id = $first_id
+	UNION ALL SELECT 2, 'waited' FROM pg_advisory_lock($barrier)
+	UNION ALL SELECT 3, (v ->> 'by') || ':v' || (atrest.envelope(v)).key_version FROM r WHERE id = 1) s(n, x);
+\\echo done
+};
+	return advisory_waiters($b, $barrier, 1, pump => [$c]);
+}
+
 $b->query_safe("SELECT pg_advisory_lock($barrier)");
 $c->query_safe('BEGIN');
 $c->query_safe(
@@ -166,13 +181,7 @@ $c->query_safe(
 # a change of the key tables, so that C's next statement reloads and holds no data key
 $b->query_safe(q{SELECT atrest.rotate_data_key('fresh')});
 my $dbk_before = $c->query_safe('SELECT database_key_id FROM atrest.key_status');
-$c->{stdin} .= qq{SELECT x FROM (
-	SELECT 1, (v ->> 'by') || ':v' || (atrest.envelope(v)).key_version FROM r WHERE id = 10
-	UNION ALL SELECT 2, 'waited' FROM pg_advisory_lock($barrier)
-	UNION ALL SELECT 3, (v ->> 'by') || ':v' || (atrest.envelope(v)).key_version FROM r WHERE id = 1) s(n, x);
-\\echo done
-};
-is(advisory_waiters($b, $barrier, 1, pump => [$c]), '1', "C's statement read the first value and waits for B");
+is(read_wait_read($c, $b, 10), '1', "C's statement read the first value and waits for B");
 my $dbk_after = $b->query_safe('SELECT atrest.rotate_database_key()');
 isnt($dbk_after, $dbk_before, 'B rotates the database key meanwhile');
 $b->query_safe("SELECT pg_advisory_unlock($barrier)");
@@ -270,13 +279,7 @@ $b2->query_safe("SELECT pg_advisory_lock($barrier)");
 $c2->query_safe('BEGIN');
 $c2->query_safe(
 	'LOCK TABLE atrest.key_classes, atrest.data_keys, atrest.database_keys IN ACCESS SHARE MODE');
-$c2->{stdin} .= qq{SELECT x FROM (
-	SELECT 1, (v ->> 'by') || ':v' || (atrest.envelope(v)).key_version FROM r WHERE id = 12
-	UNION ALL SELECT 2, 'waited' FROM pg_advisory_lock($barrier)
-	UNION ALL SELECT 3, (v ->> 'by') || ':v' || (atrest.envelope(v)).key_version FROM r WHERE id = 1) s(n, x);
-\\echo done
-};
-is(advisory_waiters($b2, $barrier, 1, pump => [$c2]), '1', "C's statement read the first value and waits for B");
+is(read_wait_read($c2, $b2, 12), '1', "C's statement read the first value and waits for B");
 PostgreSQL::Test::Utils::append_to_file("$gatedir/gate.pid", $c2_pid);
 $b2->query_safe('SELECT atrest.rotate_database_key()');
 $b2->query_safe("SELECT pg_advisory_unlock($barrier)");
